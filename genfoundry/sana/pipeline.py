@@ -1,0 +1,334 @@
+"""SanaPipeline: prompt -> text embeddings -> flow sampler over the DiT -> DC-AE decode -> PIL images.
+
+Folder layout = diffusers' SanaPipeline (model_index.json, transformer/, vae/, text_encoder/,
+tokenizer/, scheduler/) plus `genfoundry_sana.json` with what diffusers keeps in code (flow shift,
+CHI text, max text length, default steps/sampler/guidance).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from genfoundry import hub
+from genfoundry.sana.dcae import DCAE
+from genfoundry.sana.samplers import SAMPLERS, get_sampler
+from genfoundry.sana.text_encoder import DEFAULT_CHI, TextEncoder
+from genfoundry.sana.transformer import SanaTransformer
+
+PIPELINE_CONFIG_NAME = "genfoundry_sana.json"
+MODEL_INDEX_NAME = "model_index.json"
+
+
+@dataclass
+class SanaPipelineConfig:
+    flow_shift: float = 3.0
+    max_length: int = 300
+    complex_human_instruction: list[str] | None = dataclasses.field(default_factory=lambda: list(DEFAULT_CHI))
+    lowercase: bool = True
+    steps: int = 20
+    guidance_scale: float = 4.5
+    sampler: str = "flow-dpm-solver"
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> SanaPipelineConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in known})
+
+
+class SanaPipeline:
+    """Text-to-image with SANA. `pipe(prompt, height=..., width=..., steps=..., seed=...)` -> PIL images."""
+
+    def __init__(
+        self,
+        transformer: SanaTransformer,
+        vae: DCAE,
+        text_encoder: TextEncoder,
+        config: SanaPipelineConfig | None = None,
+    ) -> None:
+        self.transformer = transformer
+        self.vae = vae
+        self.text_encoder = text_encoder
+        self.config = config or SanaPipelineConfig(
+            max_length=text_encoder.max_length,
+            complex_human_instruction=text_encoder.complex_human_instruction,
+            lowercase=text_encoder.lowercase,
+        )
+        if text_encoder.hidden_size != transformer.config.caption_channels:
+            raise ValueError(
+                f"text encoder width {text_encoder.hidden_size} != transformer caption_channels "
+                f"{transformer.config.caption_channels}"
+            )
+        if vae.latent_channels != transformer.config.in_channels:
+            raise ValueError(
+                f"DC-AE latent channels {vae.latent_channels} != transformer in_channels {transformer.config.in_channels}"
+            )
+
+    # ------------------------------------------------------------------------------------------
+    # properties
+
+    @property
+    def size_multiple(self) -> int:
+        """Height and width must be multiples of this (DC-AE compression x patch size)."""
+        return self.vae.spatial_compression_ratio * self.transformer.config.patch_size
+
+    @property
+    def default_size(self) -> int:
+        return self.transformer.config.sample_size * self.vae.spatial_compression_ratio
+
+    @property
+    def device(self) -> torch.device:
+        return self.transformer.device
+
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> SanaPipeline:
+        """Move all parts; `dtype` applies to the transformer and DC-AE (the text encoder keeps its own)."""
+        self.transformer.to(device=device, dtype=dtype)
+        self.vae.to(device=device, dtype=dtype)
+        self.text_encoder.to(device=device)
+        return self
+
+    # ------------------------------------------------------------------------------------------
+    # generation
+
+    def unknown_words(self, prompt: str) -> list[str]:
+        return self.text_encoder.unknown_words(prompt)
+
+    def encode_prompt(
+        self, prompts: list[str], negative_prompt: str | list[str] = "", guidance: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Text embeddings and masks; with `guidance` the negative prompts come first: [neg; pos]."""
+        text, mask = self.text_encoder.encode(prompts, chi=True)
+        if guidance:
+            negatives = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else list(negative_prompt)
+            if len(negatives) != len(prompts):
+                raise ValueError(f"got {len(negatives)} negative prompts for {len(prompts)} prompts")
+            neg_text, neg_mask = self.text_encoder.encode(negatives, chi=False)
+            text, mask = torch.cat([neg_text, text]), torch.cat([neg_mask, mask])
+        return text, mask
+
+    def initial_noise(self, batch: int, height: int, width: int, seed: int | list[int] | None) -> torch.Tensor:
+        """fp32 Gaussian latents drawn on the CPU from `seed` (one generator per image for a list)."""
+        f = self.vae.spatial_compression_ratio
+        shape = (self.transformer.config.in_channels, height // f, width // f)
+        if isinstance(seed, (list, tuple)):
+            if len(seed) != batch:
+                raise ValueError(f"got {len(seed)} seeds for {batch} prompts")
+            noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seed])
+        else:
+            gen = torch.Generator()
+            if seed is None:
+                gen.seed()
+            else:
+                gen.manual_seed(int(seed))
+            noise = torch.randn((batch, *shape), generator=gen)
+        return noise.to(self.device)
+
+    @torch.inference_mode()
+    def generate_latents(
+        self,
+        prompt: str | list[str],
+        negative_prompt: str | list[str] = "",
+        height: int | None = None,
+        width: int | None = None,
+        steps: int | None = None,
+        guidance_scale: float | None = None,
+        sampler: str | None = None,
+        seed: int | list[int] | None = 0,
+        latents: torch.Tensor | None = None,
+        progress: bool | None = None,
+        warn_unknown_words: bool = True,
+    ) -> torch.Tensor:
+        """The sampled latents in the DiT's (scaled) latent space, fp32 [B, C, H/f, W/f]."""
+        cfg = self.config
+        steps = cfg.steps if steps is None else steps
+        guidance_scale = cfg.guidance_scale if guidance_scale is None else float(guidance_scale)
+        sample_fn, schedule_fn = get_sampler(cfg.sampler if sampler is None else sampler)
+        prompts = self._check_prompts(prompt)
+        height, width = self._check_size(height, width)
+        if warn_unknown_words:
+            for p in prompts:
+                unknown = self.unknown_words(p)
+                if unknown:
+                    warnings.warn(f"prompt {p!r}: words unknown to the tokenizer: {unknown}", stacklevel=3)
+        schedule = schedule_fn(steps, cfg.flow_shift)
+        guided = guidance_scale > 1.0
+        text, mask = self.encode_prompt(prompts, negative_prompt, guided)
+        dtype = self.transformer.dtype
+        text = text.to(device=self.device, dtype=dtype)
+        mask = mask.to(self.device)
+        if latents is None:
+            latents = self.initial_noise(len(prompts), height, width, seed)
+        in_channels = self.transformer.config.in_channels
+        time_scale = self.transformer.config.timestep_scale
+
+        def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            x_in = torch.cat([x, x]) if guided else x
+            t_in = (torch.cat([t, t]) if guided else t) * time_scale
+            v = self.transformer(x_in.to(dtype), t_in, text, mask).float()
+            if v.shape[1] == 2 * in_channels:  # learned-sigma models: keep the velocity half
+                v = v[:, :in_channels]
+            if guided:
+                v_uncond, v_cond = v.chunk(2)
+                v = v_uncond + guidance_scale * (v_cond - v_uncond)
+            return v
+
+        return sample_fn(velocity, schedule.sigmas, latents, schedule.timesteps, progress=progress)
+
+    @torch.inference_mode()
+    def decode(self, latents: torch.Tensor, tile: bool | None = None) -> torch.Tensor:
+        """Scaled latents -> images [B, 3, H, W] in [-1, 1] (fp32)."""
+        raw = latents.to(self.vae.dtype) / self.vae.scaling_factor
+        return self.vae.decode(raw, tile=tile).float()
+
+    def __call__(
+        self,
+        prompt: str | list[str],
+        negative_prompt: str | list[str] = "",
+        height: int | None = None,
+        width: int | None = None,
+        steps: int | None = None,
+        guidance_scale: float | None = None,
+        sampler: str | None = None,
+        seed: int | list[int] | None = 0,
+        tile_vae: bool | None = None,
+        progress: bool | None = None,
+        warn_unknown_words: bool = True,
+    ) -> list[Image.Image]:
+        """Generate one image per prompt. Defaults (None) come from the pipeline config: 20 steps,
+        guidance 4.5, flow-dpm-solver, and the model's native size; `seed` int, per-image list, or None."""
+        latents = self.generate_latents(
+            prompt, negative_prompt, height, width, steps, guidance_scale, sampler, seed,
+            progress=progress, warn_unknown_words=warn_unknown_words,
+        )
+        return to_pil(self.decode(latents, tile=tile_vae))
+
+    def _check_prompts(self, prompt: str | list[str]) -> list[str]:
+        if isinstance(prompt, str):
+            return [prompt]
+        if not isinstance(prompt, (list, tuple)):
+            raise TypeError(f"prompt must be a string or a list of strings, got {type(prompt).__name__}")
+        prompts = list(prompt)
+        if not prompts:
+            raise ValueError("prompt is an empty list: give at least one prompt")
+        if not all(isinstance(p, str) for p in prompts):
+            raise TypeError("every prompt must be a string")
+        return prompts
+
+    def _check_size(self, height: int | None, width: int | None) -> tuple[int, int]:
+        m = self.size_multiple
+        height = self.default_size if height is None else height
+        width = self.default_size if width is None else width
+        for name, value in (("height", height), ("width", width)):
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0 or value % m:
+                raise ValueError(f"{name} must be a positive multiple of {m} (DC-AE compression x patch size), got {value!r}")
+        return height, width
+
+    # ------------------------------------------------------------------------------------------
+    # checkpoints
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike,
+        dtype: torch.dtype | None = None,
+        device: str | torch.device = "cpu",
+        text_encoder_dtype: torch.dtype | None = None,
+    ) -> SanaPipeline:
+        """Load a pipeline folder (embedded zoo name, local folder or cached repo id)."""
+        folder = hub.resolve(name_or_path)
+        index_path = folder / MODEL_INDEX_NAME
+        if not index_path.exists():
+            raise hub.CheckpointError(
+                f"{folder} is not a SANA pipeline folder: no {MODEL_INDEX_NAME} "
+                "(expected model_index.json, transformer/, vae/, text_encoder/, tokenizer/)"
+            )
+        index = json.loads(index_path.read_text())
+        if "Sana" not in str(index.get("_class_name", "")):
+            raise hub.CheckpointError(f"{index_path} describes a {index.get('_class_name')}, not a SanaPipeline")
+        missing = [p for p in ("transformer", "vae", "text_encoder", "tokenizer") if not (folder / p).is_dir()]
+        if missing:
+            raise hub.CheckpointError(f"pipeline folder {folder} lacks sub-folders: {missing}")
+        config = _read_pipeline_config(folder)
+        transformer = SanaTransformer.from_pretrained(folder / "transformer", dtype=dtype, device=device)
+        vae = DCAE.from_pretrained(folder / "vae", dtype=dtype, device=device)
+        text_encoder = TextEncoder.from_pretrained(
+            folder / "text_encoder", tokenizer_path=folder / "tokenizer", dtype=text_encoder_dtype, device=device,
+            max_length=config.max_length, complex_human_instruction=config.complex_human_instruction,
+            lowercase=config.lowercase,
+        )
+        return cls(transformer, vae, text_encoder, config)
+
+    def save_pretrained(self, path: str | os.PathLike) -> Path:
+        """Write the diffusers SanaPipeline layout (loadable by diffusers) plus genfoundry_sana.json."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        version = _diffusers_version()
+        self.transformer.save_pretrained(path / "transformer")
+        self.vae.save_pretrained(path / "vae")
+        _save_text_model(self.text_encoder.model, path / "text_encoder")
+        self.text_encoder.tokenizer.save_pretrained(path / "tokenizer")
+        hub.write_json_atomic(path / "scheduler" / "scheduler_config.json", {
+            "_class_name": "DPMSolverMultistepScheduler", "_diffusers_version": version,
+            "num_train_timesteps": 1000, "solver_order": 2, "prediction_type": "flow_prediction",
+            "algorithm_type": "dpmsolver++", "solver_type": "midpoint", "lower_order_final": True,
+            "final_sigmas_type": "zero", "use_flow_sigmas": True, "flow_shift": self.config.flow_shift,
+        })
+        hub.write_json_atomic(path / MODEL_INDEX_NAME, {
+            "_class_name": "SanaPipeline", "_diffusers_version": version,
+            "scheduler": ["diffusers", "DPMSolverMultistepScheduler"],
+            "text_encoder": ["transformers", type(self.text_encoder.model).__name__],
+            "tokenizer": ["transformers", type(self.text_encoder.tokenizer).__name__],
+            "transformer": ["diffusers", "SanaTransformer2DModel"],
+            "vae": ["diffusers", "AutoencoderDC"],
+        })
+        hub.write_json_atomic(path / PIPELINE_CONFIG_NAME, dataclasses.asdict(self.config))
+        return path
+
+
+def _read_pipeline_config(folder: Path) -> SanaPipelineConfig:
+    ours = folder / PIPELINE_CONFIG_NAME
+    if ours.exists():
+        return SanaPipelineConfig.from_dict(json.loads(ours.read_text()))
+    config = SanaPipelineConfig()
+    scheduler = folder / "scheduler" / "scheduler_config.json"
+    if scheduler.exists():  # a diffusers folder: the flow shift lives in the scheduler config
+        raw = json.loads(scheduler.read_text())
+        config.flow_shift = float(raw.get("flow_shift", raw.get("shift", config.flow_shift)))
+        if raw.get("_class_name") == "FlowMatchEulerDiscreteScheduler":
+            config.sampler = "flow-euler"
+    return config
+
+
+def _save_text_model(model: torch.nn.Module, folder: Path) -> None:
+    """transformers layout (config.json + model.safetensors), written through the atomic hub writers."""
+    config = model.config
+    config.architectures = [type(model).__name__]
+    hub.write_text_atomic(folder / "config.json", config.to_json_string())
+    hub.save_file(model.state_dict(), folder / "model.safetensors", metadata={"format": "pt"})
+
+
+def _diffusers_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("diffusers")
+    except Exception:  # noqa: BLE001 - not installed
+        return "0.32.0"
+
+
+def to_pil(images: torch.Tensor) -> list[Image.Image]:
+    """[B, 3, H, W] in [-1, 1] -> PIL RGB images (rounded like diffusers' image processor)."""
+    arr = (images / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
+    arr = (arr * 255).round().astype(np.uint8)
+    return [Image.fromarray(a) for a in arr]
+
+
+__all__ = ["SAMPLERS", "SanaPipeline", "SanaPipelineConfig", "to_pil"]
