@@ -1,0 +1,99 @@
+"""VILA-U decoding speed: image-generation tokens/s with vs without the KV cache, and answer latency.
+
+    python benchmarks/vilau_speed.py                       # the embedded vila-u-shapes (or --model DIR)
+    python benchmarks/vilau_speed.py --random --quick      # random weights, tiny preset, CPU smoke test
+
+Both ways decode the same prompts with the same seed side by side in one run (the codes must agree);
+an image token is one position (D residual codes). Writes benchmarks/results/vilau_speed.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="vila-u-shapes")
+    parser.add_argument("--random", action="store_true", help="Random weights instead of a trained model.")
+    parser.add_argument("--quick", action="store_true", help="Tiny preset (with --random), fewer repeats.")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args()
+
+    from genfoundry import hub
+    from genfoundry.shapes import render
+    from genfoundry.vilau.generate import generate_codes
+    from genfoundry.vilau.model import VilaU, VilaUConfig
+
+    torch.manual_seed(0)
+    if args.random:
+        model = VilaU(VilaUConfig.tiny() if args.quick else VilaUConfig()).to(args.device).eval()
+    else:
+        model = VilaU.from_pretrained(args.model, device=args.device)
+    device = model.device
+    repeats = 1 if args.quick else args.repeats
+    tokens_per_image = model.config.image_tokens
+    prompt = "a red circle to the left of a blue square"
+    rows = []
+    generate_codes(model, prompt, seed=0, use_cache=True)  # warm-up
+    codes = {}
+    for use_cache in (True, False):
+        times = []
+        for r in range(repeats):
+            _sync(device)
+            t = time.perf_counter()
+            codes[use_cache] = generate_codes(model, prompt, cfg=3.0, seed=r, use_cache=use_cache)
+            _sync(device)
+            times.append(time.perf_counter() - t)
+        best = min(times)
+        rows.append({"kv_cache": use_cache, "seconds_per_image": best, "image_tokens_per_s": tokens_per_image / best})
+    same = bool((codes[True] == codes[False]).all())
+    speedup = rows[0]["image_tokens_per_s"] / rows[1]["image_tokens_per_s"]
+
+    image = render("a red circle and a blue square", size=model.config.tower.image_size, seed=0)
+    model.answer(image, "what color is the circle?")  # warm-up
+    latencies = []
+    for _ in range(5 if args.quick else 20):
+        _sync(device)
+        t = time.perf_counter()
+        model.answer(image, "what color is the circle?")
+        _sync(device)
+        latencies.append(time.perf_counter() - t)
+    result = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "model": "random-" + ("tiny" if args.quick else "shapes") if args.random else args.model,
+        "image_tokens_per_image": tokens_per_image, "depth": model.config.tower.depth, "cfg": 3.0,
+        "generation": rows, "kv_cache_speedup": speedup, "cached_equals_recomputed": same,
+        "answer_latency_ms": {"median": 1000 * statistics.median(latencies), "min": 1000 * min(latencies)},
+    }
+    name = "vilau_speed_quick" if args.quick else "vilau_speed"
+    hub.write_json_atomic(args.results / f"{name}.json", result)
+    md = ["# VILA-U decoding speed", "", f"device: {result['device']}; model: {result['model']}; "
+          f"{tokens_per_image} image tokens x depth {result['depth']}, cfg 3", "",
+          "| KV cache | s / image | image tokens / s |", "| --- | --- | --- |"]
+    md += [f"| {'yes' if r['kv_cache'] else 'no'} | {r['seconds_per_image']:.3f} | {r['image_tokens_per_s']:.1f} |"
+           for r in rows]
+    md += ["", f"KV-cache speed-up: {speedup:.2f}x (same codes both ways: {same})",
+           f"answer latency: median {result['answer_latency_ms']['median']:.1f} ms", ""]
+    hub.write_text_atomic(args.results / f"{name}.md", "\n".join(md))
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""VILA-U commands: `ask`, `imagine`, `eval vilau`, `train vilau`.
+
+`register(app)` adds `ask` and `imagine` to the root app, plus the groups `eval` and `train`, each
+with a `vilau` command. The command functions are also exported (`ask_command`, `imagine_command`,
+`eval_vilau_command`, `train_vilau_command`) so a root CLI that owns shared `eval`/`train` groups
+can attach them itself.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def _device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda"):
+        raise typer.BadParameter(f"device must be auto, cpu or cuda, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise typer.BadParameter("device 'cuda' requested but no CUDA GPU is available")
+    return device
+
+
+def _load(model: str, device: str):
+    from genfoundry.hub import CheckpointError
+    from genfoundry.vilau.model import VilaU
+
+    try:
+        return VilaU.from_pretrained(model, device=_device(device))
+    except CheckpointError as err:
+        raise typer.BadParameter(str(err), param_hint="--model") from None
+
+
+def _show_notes(caught: list) -> None:
+    for w in caught:
+        typer.echo(str(w.message), err=True)
+
+
+def ask_command(
+    image: Path = typer.Argument(..., help="Image file (PNG/JPEG); other sizes are resized with a note."),
+    question: str = typer.Argument(..., help="A question, e.g. 'what color is the circle?'"),
+    model: str = typer.Option("vila-u-shapes", help="Zoo name or VILA-U folder."),
+    max_new_tokens: int = typer.Option(32, min=1, help="Longest answer in tokens."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+) -> None:
+    """Answer a question about an image."""
+    if not question.strip():
+        raise typer.BadParameter("the question is empty; ask e.g. 'what color is the circle?'", param_hint="QUESTION")
+    if not image.exists():
+        raise typer.BadParameter(f"image file not found: {image}", param_hint="IMAGE")
+    vila = _load(model, device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        try:
+            text = vila.answer(str(image), question, max_new_tokens=max_new_tokens)
+        except ValueError as err:
+            raise typer.BadParameter(str(err)) from None
+    _show_notes([w for w in caught if str(w.message).startswith("note:")])
+    typer.echo(text)
+
+
+def imagine_command(
+    caption: str = typer.Argument(..., help="What to draw, e.g. 'a red circle to the left of a blue square'."),
+    output: Path = typer.Option(..., "-o", "--output", help="Where to write the PNG."),
+    cfg: float = typer.Option(3.0, help="Classifier-free guidance scale (>= 0; 1 = none)."),
+    seed: Optional[int] = typer.Option(None, help="Random seed (same seed, same image)."),
+    top_k: int = typer.Option(900, help="Sample among the k most likely codes."),
+    top_p: float = typer.Option(0.96, help="Nucleus sampling mass."),
+    temperature: float = typer.Option(1.0, help="Sampling temperature (0 = greedy)."),
+    frames: Optional[int] = typer.Option(None, help="Draw a clip of this many frames (written side by side)."),
+    model: str = typer.Option("vila-u-shapes", help="Zoo name or VILA-U folder."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+) -> None:
+    """Draw an image for a caption."""
+    from PIL import Image
+
+    from genfoundry import hub
+
+    if cfg < 0:
+        raise typer.BadParameter(f"cfg must be >= 0, got {cfg}", param_hint="--cfg")
+    vila = _load(model, device)
+    try:
+        if frames:
+            clip = vila.generate_video(caption, frames=frames, cfg=cfg, seed=seed, top_k=top_k, top_p=top_p,
+                                       temperature=temperature)
+            image = Image.new("RGB", (clip[0].width * len(clip), clip[0].height))
+            for i, frame in enumerate(clip):
+                image.paste(frame, (i * frame.width, 0))
+        else:
+            image = vila.generate_image(caption, cfg=cfg, seed=seed, top_k=top_k, top_p=top_p, temperature=temperature)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
+    with hub.atomic_path(output) as tmp:
+        image.save(tmp, format="PNG")
+    typer.echo(f"wrote {output}")
+
+
+def eval_vilau_command(
+    model: str = typer.Option("vila-u-shapes", help="Zoo name or VILA-U folder."),
+    out: Path = typer.Option(Path("benchmarks/results/vilau_eval.json"), help="JSON results (a .md table beside it)."),
+    quick: bool = typer.Option(False, help="A few samples only (smoke test)."),
+    cfgs: str = typer.Option("1,2,3,5", help="CFG scales for the generation study."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+) -> None:
+    """Held-out ShapeWorld: VQA, generation score per CFG, reconstruction PSNR, caption retrieval."""
+    from genfoundry.vilau.evaluate import evaluate_all, results_markdown, write_results
+
+    try:
+        scales = tuple(float(c) for c in cfgs.split(",") if c.strip())
+    except ValueError:
+        raise typer.BadParameter(f"--cfgs must be comma-separated numbers, got {cfgs!r}") from None
+    if not scales or min(scales) < 0:
+        raise typer.BadParameter(f"--cfgs needs numbers >= 0, got {cfgs!r}")
+    vila = _load(model, device)
+    results = evaluate_all(vila, quick=quick, cfgs=scales)
+    results["model"] = model
+    write_results(results, out, out.with_suffix(".md"))
+    typer.echo(results_markdown(results))
+
+
+def train_vilau_command(
+    out: Path = typer.Option(..., help="Output folder (checkpoints, logs, model/)."),
+    steps: Optional[int] = typer.Option(None, help="Steps of each stage (overridden by --tower-steps/--llm-steps)."),
+    tower_steps: Optional[int] = typer.Option(None, help="Stage-1 (vision tower) steps; default 2000."),
+    llm_steps: Optional[int] = typer.Option(None, help="Stage-2 (LLM + depth transformer) steps; default 2000."),
+    batch_size: int = typer.Option(32, min=1),
+    tower_lr: float = typer.Option(5e-4),
+    lr: float = typer.Option(5e-4, help="Stage-2 learning rate."),
+    warmup_steps: int = typer.Option(100, min=0),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    preset: str = typer.Option("shapes", help="Model size: shapes (the embedded default) or tiny."),
+    contrastive: bool = typer.Option(True, help="--no-contrastive trains the tower without text alignment (ablation)."),
+    tower_from: Optional[Path] = typer.Option(None, help="Reuse a finished tower.safetensors (skip stage 1)."),
+    ema_decay: float = typer.Option(0.0, help="EMA of the weights (0 = off); the exported model uses it."),
+    save_every: int = typer.Option(500, min=1),
+    log_every: int = typer.Option(20, min=1),
+    num_workers: int = typer.Option(0, min=0, help="Data loader worker processes."),
+    max_minutes_tower: Optional[float] = typer.Option(None, help="Stop stage 1 after this many minutes."),
+    max_minutes_llm: Optional[float] = typer.Option(None, help="Stop stage 2 after this many minutes."),
+    video_fraction: float = typer.Option(0.05, help="Fraction of stage-2 samples that are moving-shape clips."),
+) -> None:
+    """Train VILA-U on ShapeWorld (resumes from the latest checkpoint in --out; torchrun for DDP)."""
+    from genfoundry.vilau.data import MixConfig
+    from genfoundry.vilau.train import TrainConfig, train
+
+    try:
+        cfg = TrainConfig(
+            out=str(out), preset=preset,
+            tower_steps=tower_steps if tower_steps is not None else (steps if steps is not None else 2000),
+            llm_steps=llm_steps if llm_steps is not None else (steps if steps is not None else 2000),
+            batch_size=batch_size, tower_lr=tower_lr, llm_lr=lr, warmup_steps=warmup_steps, seed=seed,
+            device=device, contrastive=contrastive, ema_decay=ema_decay, save_every=save_every,
+            log_every=log_every, num_workers=num_workers, tower_from=str(tower_from) if tower_from else None,
+            max_seconds_tower=max_minutes_tower * 60 if max_minutes_tower else None,
+            max_seconds_llm=max_minutes_llm * 60 if max_minutes_llm else None,
+            mix=MixConfig(video_fraction=video_fraction),
+        )
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
+    folder = train(cfg)
+    typer.echo(f"model written to {folder}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("ask")(ask_command)
+    app.command("imagine")(imagine_command)
+    from genfoundry.cli import command_group
+
+    command_group(app, "eval", "Evaluate trained models on held-out ShapeWorld data.").command("vilau")(
+        eval_vilau_command)
+    command_group(app, "train", "Train models on ShapeWorld.").command("vilau")(train_vilau_command)

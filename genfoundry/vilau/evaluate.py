@@ -1,0 +1,140 @@
+"""Held-out ShapeWorld evaluation of a VILA-U model: VQA, generation (GenEval-style), reconstruction, retrieval."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+from genfoundry import hub
+from genfoundry.shapes import CATEGORIES, ShapesDataset, evaluate, sample_scene
+from genfoundry.vilau.generate import answer_batch, generate_images
+from genfoundry.vilau.model import VilaU
+
+HELD_OUT_SEED = 999_983  # training streams use seeds < 1_000 * (seed + 1); this one is never trained on
+
+
+def question_type(question: str) -> str:
+    for prefix, kind in (("what color", "color"), ("what shape", "shape"), ("how many", "count"),
+                         ("is there", "exists"), ("is the", "relation")):
+        if question.startswith(prefix):
+            return "motion" if kind == "relation" and " moving " in question else kind
+    return "other"
+
+
+def _chunks(items: list, size: int):
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+@torch.no_grad()
+def evaluate_vqa(model: VilaU, n_images: int = 100, per_image: int = 3, batch_size: int = 64,
+                 seed: int = HELD_OUT_SEED) -> dict:
+    data = ShapesDataset(n_images, seed=seed, size=model.config.tower.image_size)
+    rng = random.Random(seed)
+    items = []
+    for i in range(n_images):
+        sample = data[i]
+        for q, a in rng.sample(sample["qa"], min(per_image, len(sample["qa"]))):
+            items.append((sample["image"], q, a))
+    right: dict[str, list[int]] = defaultdict(list)
+    for chunk in _chunks(items, batch_size):
+        answers = answer_batch(model, [c[0] for c in chunk], [c[1] for c in chunk], max_new_tokens=4)
+        for (_, q, a), got in zip(chunk, answers):
+            right[question_type(q)].append(int(got == a))
+    every = [v for vs in right.values() for v in vs]
+    return {"accuracy": sum(every) / len(every), "questions": len(every),
+            "per_type": {k: sum(v) / len(v) for k, v in sorted(right.items())}}
+
+
+@torch.no_grad()
+def evaluate_generation(model: VilaU, per_category: int = 10, cfg: float = 3.0, batch_size: int = 50,
+                        seed: int = HELD_OUT_SEED) -> dict:
+    rng = random.Random(f"gen:{seed}")
+    size = model.config.tower.image_size
+    prompts = [(c, sample_scene(rng, size, c).caption) for c in CATEGORIES for _ in range(per_category)]
+    right: dict[str, list[int]] = defaultdict(list)
+    for k, chunk in enumerate(_chunks(prompts, batch_size)):
+        images = generate_images(model, [p for _, p in chunk], cfg=cfg, seed=seed + k)
+        for (category, caption), image in zip(chunk, images):
+            right[category].append(int(evaluate(image, caption)["correct"]))
+    every = [v for vs in right.values() for v in vs]
+    return {"score": sum(every) / len(every), "prompts": len(every), "cfg": cfg,
+            "per_category": {k: sum(v) / len(v) for k, v in right.items()}}
+
+
+@torch.no_grad()
+def evaluate_reconstruction(model: VilaU, n_images: int = 256, batch_size: int = 64, seed: int = HELD_OUT_SEED) -> dict:
+    """Mean per-image PSNR (dB, 8-bit images) of encode -> codes -> decode."""
+    data = ShapesDataset(n_images, seed=seed, size=model.config.tower.image_size)
+    model.eval()
+    psnrs = []
+    for chunk in _chunks(list(range(n_images)), batch_size):
+        images = torch.stack([data[i]["image"] for i in chunk]).to(model.device)
+        recon = model.tower.detokenize(model.tower.tokenize(images))
+        # quantize to 8 bits as a saved image would be
+        a = ((images + 1) * 127.5).round()
+        b = ((recon.float() + 1) * 127.5).round()
+        mse = (a - b).pow(2).flatten(1).mean(1)
+        psnrs += [10 * math.log10(255.0 ** 2 / max(float(m), 1e-10)) for m in mse]
+    return {"psnr_db": sum(psnrs) / len(psnrs), "images": n_images}
+
+
+@torch.no_grad()
+def evaluate_retrieval(model: VilaU, n_images: int = 200, candidates: int = 10, seed: int = HELD_OUT_SEED) -> dict:
+    """Zero-shot: for each image, which of `candidates` captions (1 true + distinct distractors) matches best."""
+    data = ShapesDataset(n_images, seed=seed, size=model.config.tower.image_size)
+    samples = [data[i] for i in range(n_images)]
+    pool = sorted({s["caption"] for s in samples})
+    rng = random.Random(f"retrieval:{seed}")
+    tok = model.tokenizer
+    tower = model.tower.eval()
+
+    def text_emb(captions: list[str]) -> torch.Tensor:
+        ids = tok(captions, add_special_tokens=False, padding="max_length", truncation=True,
+                  max_length=tower.text_encoder.max_length, return_tensors="pt")["input_ids"].to(model.device)
+        return tower.text_embedding(ids)
+
+    correct = 0
+    for chunk in _chunks(samples, 64):
+        images = torch.stack([s["image"] for s in chunk]).to(model.device)
+        img = tower.image_embedding(images)
+        for i, s in enumerate(chunk):
+            distractors = rng.sample([c for c in pool if c != s["caption"]], min(candidates - 1, len(pool) - 1))
+            scores = text_emb([s["caption"], *distractors]) @ img[i]
+            correct += int(scores.argmax() == 0)
+    return {"top1": correct / n_images, "images": n_images, "candidates": candidates}
+
+
+def evaluate_all(model: VilaU, quick: bool = False, cfgs: tuple[float, ...] = (1.0, 2.0, 3.0, 5.0)) -> dict:
+    n = 20 if quick else 200
+    results = {
+        "vqa": evaluate_vqa(model, n_images=n // 2 if quick else 150),
+        "reconstruction": evaluate_reconstruction(model, n_images=n),
+        "retrieval": evaluate_retrieval(model, n_images=n),
+        "generation": {str(c): evaluate_generation(model, per_category=2 if quick else 20, cfg=c) for c in cfgs},
+    }
+    return results
+
+
+def results_markdown(results: dict, title: str = "VILA-U on held-out ShapeWorld") -> str:
+    lines = [f"# {title}", "", "| metric | value |", "| --- | --- |"]
+    vqa = results["vqa"]
+    lines.append(f"| VQA accuracy ({vqa['questions']} questions) | {vqa['accuracy']:.3f} |")
+    lines += [f"| VQA {k} | {v:.3f} |" for k, v in vqa["per_type"].items()]
+    lines.append(f"| reconstruction PSNR (dB) | {results['reconstruction']['psnr_db']:.2f} |")
+    r = results["retrieval"]
+    lines.append(f"| caption retrieval top-1 (1 of {r['candidates']}) | {r['top1']:.3f} |")
+    for cfg, g in results["generation"].items():
+        per = ", ".join(f"{k} {v:.2f}" for k, v in g["per_category"].items())
+        lines.append(f"| generation score cfg {cfg} ({g['prompts']} prompts) | {g['score']:.3f} ({per}) |")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(results: dict, json_path: str | Path, md_path: str | Path | None = None, title: str | None = None) -> None:
+    hub.write_json_atomic(json_path, results)
+    if md_path is not None:
+        hub.write_text_atomic(md_path, results_markdown(results, title or "VILA-U on held-out ShapeWorld"))

@@ -1,0 +1,252 @@
+"""Decoding: KV-cached LLM streams, depth-wise code sampling with CFG, greedy/sampled text answers."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+import torch
+from tqdm import tqdm
+
+from genfoundry.vilau.model import UNCONDITIONAL_PROMPT, Segment, VilaU
+
+
+@dataclass
+class Sampling:
+    temperature: float = 1.0  # 0 = greedy (argmax)
+    top_k: int | None = 900
+    top_p: float | None = 0.96
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.temperature) or self.temperature < 0:
+            raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {self.temperature}")
+        if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < 1):
+            raise ValueError(f"top_k must be an integer >= 1 (or None), got {self.top_k!r}")
+        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1] (or None), got {self.top_p}")
+
+
+def check_cfg(cfg: float) -> float:
+    if not isinstance(cfg, (int, float)) or isinstance(cfg, bool) or not math.isfinite(cfg) or cfg < 0:
+        raise ValueError(f"cfg (classifier-free guidance scale) must be a finite number >= 0, got {cfg!r}")
+    return float(cfg)
+
+
+def make_generator(seed: int | None, device: torch.device) -> torch.Generator:
+    if seed is None:
+        seed = random.SystemRandom().randrange(2**63)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def filter_logits(logits: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.Tensor:
+    """Mask (to -inf) everything outside the top-k and outside the smallest set with mass >= top_p."""
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        # drop a token when the mass before it already reaches top_p (the first token always stays)
+        drop_sorted = probs.cumsum(-1) - probs >= top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def sample_next(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None) -> torch.Tensor:
+    """logits [N, K] -> token ids [N]."""
+    logits = logits.float()
+    if sampling.temperature == 0:
+        return logits.argmax(-1)
+    logits = filter_logits(logits / sampling.temperature, sampling.top_k, sampling.top_p)
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator)[:, 0]
+
+
+def _cache_argument(model_class: type) -> str:
+    """transformers >= 5.2x calls the KV-cache argument `cache`; earlier releases `past_key_values`."""
+    import inspect
+
+    params = inspect.signature(model_class.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+class DecodeStream:
+    """A batch of sequences decoded together; prompts are left-padded (masked), so every row's next
+    position is the last column. With `use_cache` the keys/values of earlier positions are kept
+    (transformers DynamicCache); without, every step re-runs the whole sequence. RoPE attention only
+    sees relative positions, so left padding does not change a row's result."""
+
+    def __init__(self, model: VilaU, use_cache: bool = True) -> None:
+        from transformers import DynamicCache
+
+        self.model = model
+        self.use_cache = use_cache
+        self.cache = DynamicCache() if use_cache else None
+        self.cache_arg = _cache_argument(type(model.llm.model))
+        self.embeds: list[torch.Tensor] = []
+        self.mask: torch.Tensor | None = None
+
+    def feed(self, embeds: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """embeds [B, n, H] (mask [B, n], 0 = left padding) appended -> last position's hidden [B, H]."""
+        b, n = embeds.shape[:2]
+        if mask is None:
+            mask = torch.ones((b, n), dtype=torch.long, device=embeds.device)
+        self.mask = mask if self.mask is None else torch.cat([self.mask, mask], dim=1)
+        # Without padding the causal mask alone is exact; skipping the padding mask keeps the fast path.
+        attention = None if bool(self.mask.all()) else self.mask
+        llm = self.model.llm.model
+        if self.use_cache:
+            out = llm(inputs_embeds=embeds, attention_mask=attention, use_cache=True,
+                      **{self.cache_arg: self.cache})  # the cache grows in place
+        else:
+            self.embeds.append(embeds)
+            out = llm(inputs_embeds=torch.cat(self.embeds, dim=1), attention_mask=attention, use_cache=False)
+        return out.last_hidden_state[:, -1]
+
+    def feed_tokens(self, ids: list[list[int]]) -> torch.Tensor:
+        """Token ids per row (rows may differ in length: left-padded) -> last hidden [B, H]."""
+        width = max(len(r) for r in ids)
+        pad = self.model.tokenizer.pad_token_id
+        t = torch.tensor([[pad] * (width - len(r)) + list(r) for r in ids], dtype=torch.long, device=self.model.device)
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in ids], dtype=torch.long,
+                            device=self.model.device)
+        return self.feed(self.model.embed_inputs(t), mask)
+
+
+def sample_codes(model: VilaU, hidden: torch.Tensor, cfg: float | None, sampling: Sampling,
+                 generator: torch.Generator | None) -> torch.Tensor:
+    """Sample the D codes of one position per row, depth by depth.
+
+    hidden [B, H] (no CFG) or [2B, H] = conditional rows then unconditional rows (CFG on the logits at
+    every depth: uncond + cfg * (cond - uncond)) -> codes [B, D].
+    """
+    depth = model.config.tower.depth
+    rows = hidden.shape[0] // 2 if cfg is not None else hidden.shape[0]
+    codes = torch.zeros((rows, 0), dtype=torch.long, device=hidden.device)
+    for _ in range(depth):
+        prefix = None
+        if codes.shape[1]:
+            prefix = model.tower.quantizer.partial_sums(codes)
+            if cfg is not None:
+                prefix = torch.cat([prefix, prefix], 0)
+        logits = model.depth_transformer(hidden, prefix)[:, -1].float()
+        if cfg is not None:
+            logits = logits[rows:] + cfg * (logits[:rows] - logits[rows:])
+        codes = torch.cat([codes, sample_next(logits, sampling, generator)[:, None]], dim=1)
+    return codes
+
+
+@torch.no_grad()
+def generate_codes(model: VilaU, prompt: str | list[str], frames: int | None = None, cfg: float = 3.0,
+                   seed: int | None = None, top_k: int | None = 900, top_p: float | None = 0.96,
+                   temperature: float = 1.0, use_cache: bool = True, progress: bool = False) -> torch.Tensor:
+    """Caption(s) -> codes [B, frames or 1, h, w, D] (one image each when `frames` is None)."""
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    if not prompts or any(not isinstance(p, str) or not p.strip() for p in prompts):
+        raise ValueError("prompt is empty; give a caption such as 'a red circle' (use cfg=0 for unconditional)")
+    cfg = check_cfg(cfg)
+    sampling = Sampling(temperature, top_k, top_p)
+    if frames is not None and (not isinstance(frames, int) or isinstance(frames, bool) or frames < 1):
+        raise ValueError(f"frames must be a positive integer, got {frames!r}")
+    model.eval()
+    device = model.device
+    generator = make_generator(seed, device)
+    tok = model.tokenizer
+    lead = [model.vi_start_id] if frames else []
+    rows = [[tok.bos_token_id, *model.text_ids(p), *lead, model.im_start_id] for p in prompts]
+    guided = cfg != 1.0  # cfg = 1 is the plain conditional distribution: skip the unconditional rows
+    if guided:
+        uncond = [tok.bos_token_id, *model.text_ids(UNCONDITIONAL_PROMPT), *lead, model.im_start_id]
+        rows += [uncond] * len(prompts)
+    stream = DecodeStream(model, use_cache)
+    hidden = stream.feed_tokens(rows)
+    g, depth = model.config.tower.grid, model.config.tower.depth
+    n_frames, b = frames or 1, len(prompts)
+    out = torch.zeros((b, n_frames, g * g, depth), dtype=torch.long)
+    bar = tqdm(total=n_frames * g * g, desc="image tokens", disable=not progress, leave=False)
+    for f in range(n_frames):
+        if f:
+            hidden = stream.feed_tokens([[model.im_end_id, model.im_start_id]] * len(rows))
+        for p in range(g * g):
+            codes = sample_codes(model, hidden, cfg if guided else None, sampling, generator)
+            out[:, f, p] = codes.cpu()
+            bar.update(1)
+            if p == g * g - 1 and f == n_frames - 1:
+                break  # the last position's embedding is never needed
+            emb = model.image_embeddings(codes)
+            if guided:
+                emb = torch.cat([emb, emb], 0)
+            hidden = stream.feed(emb[:, None])
+    bar.close()
+    return out.reshape(b, n_frames, g, g, depth)
+
+
+def generate_images(model: VilaU, prompt: str | list[str], frames: int | None = None, **kwargs) -> list:
+    """Caption(s) -> one PIL image per caption, or one list of frames per caption when `frames` is set."""
+    codes = generate_codes(model, prompt, frames=frames, **kwargs)
+    results = [[model.detokenize(c) for c in clip] for clip in codes]
+    return results if frames else [r[0] for r in results]
+
+
+def encode_visual(model: VilaU, image) -> Segment:
+    """An image (or a list/tuple of frames = a video) -> its segment of codes."""
+    if isinstance(image, (list, tuple)):
+        if not image:
+            raise ValueError("a video needs at least one frame")
+        return Segment("video", [model.tokenize_image(f) for f in image])
+    return Segment("image", model.tokenize_image(image))
+
+
+@torch.no_grad()
+def generate_text(model: VilaU, stream: DecodeStream, hidden: torch.Tensor, max_new_tokens: int,
+                  sampling: Sampling, generator: torch.Generator | None) -> list[list[int]]:
+    """Continue every row of a primed stream with text tokens until <eos> or max_new_tokens."""
+    eos = model.tokenizer.eos_token_id
+    b = hidden.shape[0]
+    out: list[list[int]] = [[] for _ in range(b)]
+    done = [False] * b
+    for _ in range(max_new_tokens):
+        tokens = sample_next(model.llm.lm_head(hidden), sampling, generator).tolist()
+        for i, t in enumerate(tokens):
+            if not done[i]:
+                if t == eos:
+                    done[i] = True
+                else:
+                    out[i].append(t)
+        if all(done):
+            break
+        hidden = stream.feed_tokens([[t] for t in tokens])
+    return out
+
+
+@torch.no_grad()
+def answer_batch(model: VilaU, images: list, questions: list[str], max_new_tokens: int = 32,
+                 temperature: float = 0.0, top_p: float | None = 0.6, seed: int | None = None,
+                 use_cache: bool = True) -> list[str]:
+    """Answer one question per image (an image may be a list of frames = a video). Greedy by default."""
+    if len(images) != len(questions) or not images:
+        raise ValueError(f"need one question per image, got {len(images)} images and {len(questions)} questions")
+    for q in questions:
+        if not isinstance(q, str) or not q.strip():
+            raise ValueError("question is empty; ask e.g. 'what color is the circle?'")
+    if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+    sampling = Sampling(temperature, None, top_p)
+    model.eval()
+    seqs = [model.build_sequence([encode_visual(model, img), Segment("text", model.text_ids(q.strip()))])
+            for img, q in zip(images, questions)]
+    width = max(len(s["ids"]) for s in seqs)
+    padded = [model.left_pad(s, width, model.tokenizer.pad_token_id) for s in seqs]  # every row ends at the last column
+    batch = model.collate(padded).to(model.device)
+    mask = torch.tensor([[0] * (width - len(s["ids"])) + [1] * len(s["ids"]) for s in seqs], device=model.device)
+    stream = DecodeStream(model, use_cache)
+    hidden = stream.feed(model.embed_inputs(batch.input_ids, batch.image_codes, batch.image_mask), mask)
+    tokens = generate_text(model, stream, hidden, max_new_tokens, sampling, make_generator(seed, model.device))
+    return [model.tokenizer.decode(t, skip_special_tokens=True).strip() for t in tokens]
+
+
+def answer(model: VilaU, image, question: str, **kwargs) -> str:
+    return answer_batch(model, [image], [question], **kwargs)[0]

@@ -1,0 +1,395 @@
+"""VILA-U: one autoregressive model that reads and writes images as residual-quantized tokens.
+
+Layout on disk (official-style folder):
+
+    config.json                 model_type "genfoundry-vila-u": tower / depth / projector / token settings
+    llm/                        transformers Llama (config.json + model.safetensors), tokenizer files,
+                                depth_transformer.safetensors (the depth transformer lives with the LLM)
+    vision_tower/               config.json + model.safetensors (encoder, codebooks, decoder, text alignment)
+    mm_projector/               config.json + model.safetensors (MLP: summed code embedding -> LLM input)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genfoundry import hub
+from genfoundry.vilau.depth import DepthConfig, DepthTransformer
+from genfoundry.vilau.tower import TowerConfig, VisionTower
+
+MODEL_TYPE = "genfoundry-vila-u"
+IM_START, IM_END, VI_START, VI_END = "<im_start>", "<im_end>", "<vi_start>", "<vi_end>"
+SPECIAL_TOKENS = (IM_START, IM_END, VI_START, VI_END)
+VIDEO_WORDS = ("moving", "up", "down")  # clip captions/questions need these beyond the ShapeWorld words
+UNCONDITIONAL_PROMPT = " "
+
+
+def build_vilau_tokenizer():
+    """The ShapeWorld word-level tokenizer plus the four image/video markers and the clip words."""
+    from genfoundry.shapes.tokenizer import build_tokenizer
+
+    tok = build_tokenizer(extra_special_tokens=SPECIAL_TOKENS)
+    tok.add_tokens(list(VIDEO_WORDS))
+    return tok
+
+
+def default_llm_config() -> dict[str, Any]:
+    return {
+        "hidden_size": 256, "intermediate_size": 768, "num_hidden_layers": 4, "num_attention_heads": 4,
+        "num_key_value_heads": 4, "max_position_embeddings": 512, "rope_theta": 10000.0,
+        "tie_word_embeddings": False, "rms_norm_eps": 1e-5,
+    }
+
+
+@dataclass
+class VilaUConfig:
+    tower: TowerConfig = field(default_factory=TowerConfig)
+    llm: dict[str, Any] = field(default_factory=default_llm_config)  # LlamaConfig kwargs
+    depth: DepthConfig = field(default_factory=DepthConfig)
+    video_frames: int = 4
+
+    def __post_init__(self) -> None:
+        if isinstance(self.tower, dict):
+            self.tower = TowerConfig(**self.tower)
+        if isinstance(self.depth, dict):
+            self.depth = DepthConfig(**self.depth)
+        # The depth transformer must agree with the tower and the LLM it sits between.
+        self.depth.llm_hidden_size = int(self.llm["hidden_size"])
+        self.depth.code_dim = self.tower.code_dim
+        self.depth.codebook_size = self.tower.codebook_size
+        self.depth.depth = self.tower.depth
+
+    @property
+    def image_tokens(self) -> int:
+        return self.tower.grid ** 2
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model_type": MODEL_TYPE, "architectures": ["VilaU"], "tower": self.tower.to_dict(),
+                "llm": dict(self.llm), "depth": self.depth.to_dict(), "video_frames": self.video_frames,
+                "mm_projector_type": "mlp2x_gelu", "special_tokens": list(SPECIAL_TOKENS)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> VilaUConfig:
+        return cls(tower=TowerConfig(**d["tower"]), llm=dict(d["llm"]), depth=DepthConfig(**d["depth"]),
+                   video_frames=int(d.get("video_frames", 4)))
+
+    @classmethod
+    def tiny(cls) -> VilaUConfig:
+        """A few-thousand-parameter model for tests (32x32 images, 4x4 tokens, depth 3)."""
+        tower = TowerConfig(image_size=32, channels=(8, 16, 16), code_dim=8, codebook_size=16, depth=3,
+                            align_dim=16, text={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+                                                "num_attention_heads": 2, "max_position_embeddings": 24})
+        llm = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+               "num_key_value_heads": 2, "max_position_embeddings": 256, "tie_word_embeddings": False}
+        depth = DepthConfig(hidden_size=32, num_layers=1, num_heads=2)
+        return cls(tower=tower, llm=llm, depth=depth, video_frames=2)
+
+    @classmethod
+    def official_256(cls) -> VilaUConfig:
+        """The paper's 256px shape: SigLIP-large/16 tower, 16x16 tokens, depth 4, 16384 codes, LLaMA-2-7B."""
+        siglip = {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24,
+                  "num_attention_heads": 16, "patch_size": 16, "image_size": 256}
+        tower = TowerConfig(image_size=256, encoder="siglip", siglip=siglip, code_dim=256, codebook_size=16384,
+                            depth=4, ema_decay=0.99, align_dim=1024,
+                            text={"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24,
+                                  "num_attention_heads": 16, "max_position_embeddings": 64})
+        llm = {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32,
+               "num_key_value_heads": 32, "max_position_embeddings": 4096, "tie_word_embeddings": False}
+        depth = DepthConfig(hidden_size=1024, num_layers=3, num_heads=16)
+        return cls(tower=tower, llm=llm, depth=depth, video_frames=8)
+
+
+# ----------------------------------------------------------------------------------------------
+# Sequences: text and image segments -> one LLM sequence with text labels and image targets
+
+
+@dataclass
+class Segment:
+    kind: str  # "text" | "image" | "video"
+    content: Any  # token ids (list[int]) | codes [h, w, D] | list of codes
+    train: bool = False  # text: loss on these tokens; image/video: loss on these codes
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor  # [B, L] (pad id at image positions)
+    image_codes: torch.Tensor  # [B, L, D] (zeros at text positions)
+    image_mask: torch.Tensor  # [B, L] bool: position holds an image token
+    text_labels: torch.Tensor  # [B, L] token id to predict at this position, or -100
+    image_targets: torch.Tensor  # [B, L] bool: predict this position's codes (from the previous hidden state)
+    attention_mask: torch.Tensor  # [B, L]
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(*(t.to(device) for t in (self.input_ids, self.image_codes, self.image_mask, self.text_labels,
+                                               self.image_targets, self.attention_mask)))
+
+
+class VilaU(nn.Module):
+    def __init__(self, config: VilaUConfig, tokenizer=None) -> None:
+        super().__init__()
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        self.config = config
+        self.tokenizer = tokenizer if tokenizer is not None else build_vilau_tokenizer()
+        vocab = len(self.tokenizer)
+        pad = self.tokenizer.pad_token_id
+        self.tower = VisionTower(config.tower, vocab, pad, self.tokenizer.bos_token_id, self.tokenizer.eos_token_id)
+        llm_kwargs = dict(config.llm)
+        llm_kwargs.update(vocab_size=vocab, pad_token_id=pad, bos_token_id=self.tokenizer.bos_token_id,
+                          eos_token_id=self.tokenizer.eos_token_id)
+        llm_config = LlamaConfig(**llm_kwargs)
+        llm_config._attn_implementation = "sdpa"
+        self.llm = LlamaForCausalLM(llm_config)
+        hidden = llm_config.hidden_size
+        self.mm_projector = nn.Sequential(nn.Linear(config.tower.code_dim, hidden), nn.GELU(), nn.Linear(hidden, hidden))
+        self.depth_transformer = DepthTransformer(config.depth)
+        ids = self.tokenizer.convert_tokens_to_ids(list(SPECIAL_TOKENS))
+        if self.tokenizer.unk_token_id in ids:
+            raise ValueError(f"tokenizer lacks the special tokens {SPECIAL_TOKENS}")
+        self.im_start_id, self.im_end_id, self.vi_start_id, self.vi_end_id = ids
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def text_ids(self, text: str) -> list[int]:
+        """Token ids of `text` without <bos>; raises if a word is unknown to the vocabulary."""
+        from genfoundry.shapes.tokenizer import out_of_vocabulary
+
+        unknown = out_of_vocabulary(text, self.tokenizer)
+        if unknown:
+            raise ValueError(f"unknown word(s) {unknown} in {text!r}; this model knows only the ShapeWorld "
+                             f"vocabulary (e.g. colours, shapes, 'what color is the circle?')")
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def embed_inputs(self, input_ids: torch.Tensor, image_codes: torch.Tensor | None = None,
+                     image_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Text positions: token embeddings; image positions: MLP(sum of the D code embeddings)."""
+        emb = self.llm.get_input_embeddings()(input_ids)
+        if image_codes is not None and image_mask is not None and bool(image_mask.any()):
+            img = self.image_embeddings(image_codes[image_mask])
+            emb = emb.masked_scatter(image_mask[..., None], img.to(emb.dtype))
+        return emb
+
+    def image_embeddings(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes [..., D] -> LLM input embeddings [..., H]."""
+        return self.mm_projector(self.tower.quantizer.embed(codes))
+
+    # ------------------------------------------------------------------ sequences
+    def build_sequence(self, segments: list[Segment], bos: bool = True) -> dict[str, list]:
+        """Flatten segments: images become <im_start> tokens <im_end>; videos <vi_start> images <vi_end>.
+
+        Returns lists `ids`, `labels`, `targets` (one entry per position) and `images`: (start, codes [n, D],
+        train) blocks of image positions.
+        """
+        ids: list[int] = []
+        labels: list[int] = []
+        targets: list[bool] = []
+        images: list[tuple[int, torch.Tensor, bool]] = []
+        g, d = self.config.tower.grid, self.config.tower.depth
+        pad = self.tokenizer.pad_token_id
+
+        def add_text(tokens: list[int], train: bool) -> None:
+            ids.extend(int(t) for t in tokens)
+            labels.extend(int(t) if train else -100 for t in tokens)
+            targets.extend([False] * len(tokens))
+
+        def add_image(grid: torch.Tensor, train: bool) -> None:
+            if tuple(grid.shape) != (g, g, d):
+                raise ValueError(f"image codes must be [{g}, {g}, {d}], got {tuple(grid.shape)}")
+            add_text([self.im_start_id], False)
+            images.append((len(ids), grid.reshape(g * g, d).long().cpu(), train))
+            ids.extend([pad] * (g * g))
+            labels.extend([-100] * (g * g))
+            targets.extend([train] * (g * g))
+            add_text([self.im_end_id], False)
+
+        if bos:
+            add_text([self.tokenizer.bos_token_id], False)
+        for seg in segments:
+            if seg.kind == "text":
+                add_text(list(seg.content), seg.train)
+            elif seg.kind == "image":
+                add_image(seg.content, seg.train)
+            elif seg.kind == "video":
+                add_text([self.vi_start_id], False)
+                for frame in seg.content:
+                    add_image(frame, seg.train)
+                add_text([self.vi_end_id], False)
+            else:
+                raise ValueError(f"unknown segment kind {seg.kind!r}")
+        return {"ids": ids, "labels": labels, "targets": targets, "images": images}
+
+    @staticmethod
+    def left_pad(sequence: dict[str, list], width: int, pad_id: int) -> dict[str, list]:
+        """Shift a built sequence right by padding on the left to `width` positions."""
+        n = width - len(sequence["ids"])
+        return {"ids": [pad_id] * n + sequence["ids"], "labels": [-100] * n + sequence["labels"],
+                "targets": [False] * n + sequence["targets"],
+                "images": [(start + n, codes, train) for start, codes, train in sequence["images"]]}
+
+    def collate(self, sequences: list[dict[str, list]]) -> Batch:
+        """Right-pad sequences into one Batch."""
+        depth = self.config.tower.depth
+        length = max(len(s["ids"]) for s in sequences)
+        if length > self.llm.config.max_position_embeddings:
+            raise ValueError(f"sequence of {length} tokens exceeds the LLM's max_position_embeddings "
+                             f"{self.llm.config.max_position_embeddings}")
+        b = len(sequences)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.full((b, length), pad, dtype=torch.long)
+        image_codes = torch.zeros((b, length, depth), dtype=torch.long)
+        image_mask = torch.zeros((b, length), dtype=torch.bool)
+        text_labels = torch.full((b, length), -100, dtype=torch.long)
+        image_targets = torch.zeros((b, length), dtype=torch.bool)
+        attention = torch.zeros((b, length), dtype=torch.long)
+        for i, s in enumerate(sequences):
+            n = len(s["ids"])
+            input_ids[i, :n] = torch.tensor(s["ids"])
+            text_labels[i, :n] = torch.tensor(s["labels"])
+            image_targets[i, :n] = torch.tensor(s["targets"])
+            attention[i, :n] = 1
+            for start, codes, _ in s["images"]:
+                image_codes[i, start:start + len(codes)] = codes
+                image_mask[i, start:start + len(codes)] = True
+        return Batch(input_ids, image_codes, image_mask, text_labels, image_targets, attention)
+
+    # ------------------------------------------------------------------ training loss
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Text CE (next token) + image CE over every (target position, depth)."""
+        emb = self.embed_inputs(batch.input_ids, batch.image_codes, batch.image_mask)
+        hidden = self.llm.model(inputs_embeds=emb, attention_mask=batch.attention_mask).last_hidden_state
+        labels = batch.text_labels[:, 1:]
+        text_pos = labels != -100
+        zero = hidden.sum() * 0.0  # keeps every branch in the graph (DDP) when a batch lacks one kind
+        if bool(text_pos.any()):
+            logits = self.llm.lm_head(hidden[:, :-1][text_pos])
+            text_loss = F.cross_entropy(logits.float(), labels[text_pos])
+        else:
+            text_loss = zero + self.llm.lm_head.weight.sum() * 0.0
+        targets = batch.image_targets[:, 1:]
+        if bool(targets.any()):
+            h = hidden[:, :-1][targets]
+            codes = batch.image_codes[:, 1:][targets]  # [M, D]
+            prefix = self.tower.quantizer.partial_sums(codes[:, :-1]) if codes.shape[1] > 1 else None
+            logits = self.depth_transformer(h, prefix)
+            image_loss = F.cross_entropy(logits.flatten(0, 1).float(), codes.flatten())
+        else:
+            image_loss = zero + sum(p.sum() for p in self.depth_transformer.parameters()) * 0.0
+        return {"loss": text_loss + image_loss, "text_loss": text_loss, "image_loss": image_loss}
+
+    # ------------------------------------------------------------------ images in and out
+    def load_image(self, image) -> torch.Tensor:
+        """PIL image, path, or tensor [3,H,W] in [-1,1] -> tensor [3,S,S]; other sizes are resized with a note."""
+        from genfoundry.vilau.images import load_image
+
+        return load_image(image, self.config.tower.image_size)
+
+    @torch.no_grad()
+    def tokenize_image(self, image) -> torch.Tensor:
+        """An image -> its codes LongTensor [h, w, depth]."""
+        x = self.load_image(image).to(self.device)[None]
+        was = self.tower.training
+        self.tower.eval()
+        try:
+            return self.tower.tokenize(x)[0].cpu()
+        finally:
+            self.tower.train(was)
+
+    @torch.no_grad()
+    def detokenize(self, codes: torch.Tensor):
+        """Codes [h, w, depth] -> PIL image."""
+        from genfoundry.shapes import tensor_to_image
+
+        if not isinstance(codes, torch.Tensor):
+            codes = torch.as_tensor(codes)
+        if codes.ndim != 3:
+            raise ValueError(f"codes must be [h, w, depth], got shape {tuple(codes.shape)}")
+        return tensor_to_image(self.tower.detokenize(codes.long().to(self.device)[None])[0])
+
+    # ------------------------------------------------------------------ the public contract
+    def answer(self, image, question: str, max_new_tokens: int = 32, temperature: float = 0.0,
+               top_p: float = 0.6, seed: int | None = None) -> str:
+        """Answer a question about an image (or a list of frames = a video). Greedy by default."""
+        from genfoundry.vilau.generate import answer
+
+        return answer(self, image, question, max_new_tokens=max_new_tokens, temperature=temperature,
+                      top_p=top_p, seed=seed)
+
+    def generate_image(self, prompt: str, cfg: float = 3.0, seed: int | None = None, top_k: int = 900,
+                       top_p: float = 0.96, temperature: float = 1.0, use_cache: bool = True):
+        """Draw an image for a caption -> PIL image (CFG on every depth, unconditional prompt " ")."""
+        from genfoundry.vilau.generate import generate_images
+
+        return generate_images(self, prompt, frames=None, cfg=cfg, seed=seed, top_k=top_k, top_p=top_p,
+                               temperature=temperature, use_cache=use_cache)[0]
+
+    def generate_video(self, prompt: str, frames: int | None = None, cfg: float = 3.0, seed: int | None = None,
+                       top_k: int = 900, top_p: float = 0.96, temperature: float = 1.0) -> list:
+        """Draw a clip (frames' tokens concatenated) -> list of PIL images."""
+        from genfoundry.vilau.generate import generate_images
+
+        return generate_images(self, prompt, frames=frames or self.config.video_frames, cfg=cfg, seed=seed,
+                               top_k=top_k, top_p=top_p, temperature=temperature)[0]
+
+    # ------------------------------------------------------------------ folders
+    def save_pretrained(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        (path / "llm").mkdir(parents=True, exist_ok=True)
+        hub.write_json_atomic(path / "config.json", self.config.to_dict())
+        hub.write_json_atomic(path / "llm" / "config.json", json.loads(self.llm.config.to_json_string()))
+        hub.save_file(self.llm.state_dict(), path / "llm" / "model.safetensors", {"format": "pt"})
+        hub.save_file(self.depth_transformer.state_dict(), path / "llm" / "depth_transformer.safetensors",
+                      {"format": "pt", "config": self.config.depth.to_dict()})
+        self.tokenizer.save_pretrained(str(path / "llm"))
+        hub.write_json_atomic(path / "vision_tower" / "config.json", self.config.tower.to_dict())
+        hub.save_file(self.tower.state_dict(), path / "vision_tower" / "model.safetensors", {"format": "pt"})
+        hidden = self.llm.config.hidden_size
+        hub.write_json_atomic(path / "mm_projector" / "config.json",
+                              {"mm_projector_type": "mlp2x_gelu", "in_features": self.config.tower.code_dim,
+                               "hidden_size": hidden})
+        hub.save_file(self.mm_projector.state_dict(), path / "mm_projector" / "model.safetensors", {"format": "pt"})
+        return path
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike = "vila-u-shapes",
+                        device: str | torch.device = "cpu") -> VilaU:
+        from transformers import PreTrainedTokenizerFast
+
+        root = hub.resolve(name_or_path)
+        if not (root / "config.json").is_file():
+            raise hub.CheckpointError(f"{root} is not a VILA-U folder: config.json is missing "
+                                      "(expected config.json, llm/, vision_tower/, mm_projector/)")
+        try:
+            raw = json.loads((root / "config.json").read_text())
+        except json.JSONDecodeError as err:
+            raise hub.CheckpointError(f"{root / 'config.json'} is not valid JSON: {err}") from None
+        if raw.get("model_type") != MODEL_TYPE:
+            raise hub.CheckpointError(
+                f"{root} has model_type {raw.get('model_type')!r}, expected {MODEL_TYPE!r}; official VILA-U "
+                "(7B) weights use other parameter names and cannot be loaded by this implementation")
+        missing = [p for p in ("llm/model.safetensors", "llm/depth_transformer.safetensors", "llm/tokenizer.json",
+                               "vision_tower/model.safetensors", "mm_projector/model.safetensors")
+                   if not (root / p).is_file()]
+        if missing:
+            raise hub.CheckpointError(f"{root} is incomplete; missing: {', '.join(missing)}")
+        config = VilaUConfig.from_dict(raw)
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(str(root / "llm"))
+        model = cls(config, tokenizer)
+        for module, file in ((model.llm, "llm/model.safetensors"),
+                             (model.depth_transformer, "llm/depth_transformer.safetensors"),
+                             (model.tower, "vision_tower/model.safetensors"),
+                             (model.mm_projector, "mm_projector/model.safetensors")):
+            tensors, _ = hub.load_file(root / file)
+            hub.check_state_dict(tensors, module.state_dict(), what=str(root / file))
+            module.load_state_dict(tensors)
+        return model.to(device).eval()

@@ -1,0 +1,329 @@
+"""Two-stage VILA-U training on ShapeWorld (DDP-capable through torchrun, resumable).
+
+Stage 1 trains the vision tower: reconstruction + commitment + SigLIP sigmoid contrastive loss
+against the frozen text encoder (weights 1:1; `contrastive=False` gives the paper's ablation).
+Stage 2 freezes the tower and trains the LLM, the projector and the depth transformer on a mix of
+[image, text] (loss on captions / answers) and [text, image] (loss on every code; captions dropped
+to " " 10% of the time so CFG has an unconditional branch), plus a few moving-shape clips.
+
+Output folder:
+    tower_ckpt/checkpoint-*.pt, llm_ckpt/checkpoint-*.pt   resumable training state (genfoundry.training)
+    tower.safetensors                                      the finished stage-1 tower (stage 1 is skipped if present)
+    model/                                                 the finished VILA-U folder (VilaU.from_pretrained)
+    log.jsonl, summary.json                                losses per logged step; first/last averages
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from genfoundry import hub
+from genfoundry.shapes import ShapesDataset, collate, image_to_tensor
+from genfoundry.training import (
+    EMA, DistInfo, checkpoint_path, cleanup_distributed, latest_checkpoint, load_checkpoint, save_checkpoint,
+    seed_everything, setup_distributed,
+)
+from genfoundry.vilau.data import MixConfig, batch_plan, clip_at, generation_segments, understanding_segments
+from genfoundry.vilau.model import Segment, VilaU, VilaUConfig
+
+PRESETS = {"shapes": VilaUConfig, "tiny": VilaUConfig.tiny}
+
+
+@dataclass
+class TrainConfig:
+    out: str
+    preset: str = "shapes"
+    tower_steps: int = 2000
+    llm_steps: int = 2000
+    batch_size: int = 32
+    llm_batch_size: int | None = None  # stage 2 batch (default: batch_size)
+    tower_lr: float = 5e-4
+    llm_lr: float = 5e-4
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    contrastive: bool = True
+    mix: MixConfig = field(default_factory=MixConfig)
+    ema_decay: float = 0.0  # 0 disables the EMA; otherwise the exported weights are the EMA
+    save_every: int = 500
+    log_every: int = 20
+    num_workers: int = 0
+    max_seconds_tower: float | None = None  # stop a stage early (and finish it normally) after this long
+    max_seconds_llm: float | None = None
+    tower_from: str | None = None  # reuse a finished tower.safetensors instead of stage 1
+    amp: bool = True  # bf16 autocast on CUDA
+
+    def __post_init__(self) -> None:
+        if isinstance(self.mix, dict):
+            self.mix = MixConfig(**self.mix)
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; expected one of {sorted(PRESETS)}")
+        for name in ("tower_steps", "llm_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("batch_size", "save_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.tower_lr <= 0 or self.llm_lr <= 0:
+            raise ValueError("learning rates must be > 0")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device 'cuda' requested but torch.cuda.is_available() is False")
+
+
+def lr_factor(step: int, progress: float, warmup: int) -> float:
+    """Linear warm-up over `warmup` steps, then cosine decay to 10% as `progress` goes 0 -> 1."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, max(0.0, progress))))
+
+
+def _stop_everywhere(flag: bool, device: torch.device) -> bool:
+    if dist.is_available() and dist.is_initialized():
+        t = torch.tensor([int(flag)], device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+    return flag
+
+
+def _loader(cfg: TrainConfig, info: DistInfo, stream: int, start: int, steps: int, size: int,
+            batch_size: int) -> DataLoader:
+    """Batches start..steps-1 of this rank's deterministic ShapeWorld stream (resuming skips the rest)."""
+    data = ShapesDataset(max(1, steps * batch_size), seed=cfg.seed * 1000 + stream * 100 + info.rank, size=size)
+    return DataLoader(data, batch_size=batch_size, sampler=range(start * batch_size, steps * batch_size),
+                      collate_fn=collate, num_workers=cfg.num_workers, drop_last=True,
+                      persistent_workers=False)
+
+
+class _Logger:
+    def __init__(self, out: Path, is_main: bool) -> None:
+        self.path, self.is_main = out / "log.jsonl", is_main
+        self.history: dict[str, list[dict]] = {}
+
+    def log(self, stage: str, step: int, values: dict[str, float]) -> None:
+        record = {"stage": stage, "step": step, **{k: round(v, 5) for k, v in values.items()}}
+        self.history.setdefault(stage, []).append(record)
+        if self.is_main:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            if not sys.stdout.isatty():
+                print(json.dumps(record), flush=True)
+
+
+def _average(window: dict[str, float], count: int) -> dict[str, float]:
+    return {k: v / max(1, count) for k, v in window.items()}
+
+
+def _run_stage(*, name: str, cfg: TrainConfig, info: DistInfo, module: torch.nn.Module, params: list,
+               steps: int, lr: float, ckpt_dir: Path, loader_fn, step_fn, logger: _Logger,
+               max_seconds: float | None) -> int:
+    """The shared loop: resume, optimize, log, checkpoint. Returns the last step reached."""
+    optimizer = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
+    ema = EMA(module, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    start = 0
+    latest = latest_checkpoint(ckpt_dir)
+    if latest is not None:
+        start, _ = load_checkpoint(latest, model=module, optimizer=optimizer, ema=ema)
+        if info.is_main:
+            print(f"[{name}] resumed from {latest} at step {start}", flush=True)
+    if start >= steps:
+        if ema is not None:
+            ema.copy_to(module)
+        return start
+    trained = module
+    if info.world_size > 1:
+        trained = torch.nn.parallel.DistributedDataParallel(
+            module, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+    began = time.time()
+    step = start
+    window: dict[str, float] = {}
+    count = 0
+    bar = tqdm(total=steps, initial=start, desc=name, disable=not (info.is_main and sys.stdout.isatty()))
+    for batch in loader_fn(start, steps):
+        # With a time budget the schedule follows whichever runs out first, steps or seconds.
+        progress = (step - cfg.warmup_steps) / max(1, steps - cfg.warmup_steps)
+        if max_seconds is not None and step > cfg.warmup_steps:
+            progress = max(progress, (time.time() - began) / max_seconds)
+        factor = lr_factor(step, progress, cfg.warmup_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr * factor
+        metrics = step_fn(trained, batch, step)
+        loss = metrics.pop("loss")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        if ema is not None:
+            ema.update(module)
+        step += 1
+        for k, v in {"loss": float(loss.detach()), **metrics}.items():
+            window[k] = window.get(k, 0.0) + v
+        count += 1
+        bar.update(1)
+        if step % cfg.log_every == 0 or step == steps:
+            avg = _average(window, count)
+            logger.log(name, step, {**avg, "lr": lr * factor, "seconds": time.time() - began})
+            bar.set_postfix({k: f"{v:.3f}" for k, v in avg.items()})
+            window, count = {}, 0
+        out_of_time = _stop_everywhere(max_seconds is not None and time.time() - began > max_seconds, info.device)
+        if step % cfg.save_every == 0 or step == steps or out_of_time:
+            save_checkpoint(checkpoint_path(ckpt_dir, step), model=module, optimizer=optimizer, ema=ema, step=step,
+                            extra={"stage": name, "config": asdict(cfg)})
+        if out_of_time:
+            if info.is_main:
+                print(f"[{name}] time budget of {max_seconds}s reached at step {step}", flush=True)
+            break
+    bar.close()
+    if ema is not None:
+        ema.copy_to(module)
+    return step
+
+
+def _autocast(cfg: TrainConfig, device: torch.device):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda")
+
+
+def train_tower(model: VilaU, cfg: TrainConfig, info: DistInfo, out: Path, logger: _Logger) -> int:
+    tower = model.tower
+    if not cfg.contrastive:
+        tower.config.contrastive_weight = 0.0
+        model.config.tower.contrastive_weight = 0.0
+    tower.align.requires_grad_(cfg.contrastive)  # unused parameters would stall DDP
+    tower.train()
+    params = [p for p in tower.parameters() if p.requires_grad]
+    tok = model.tokenizer
+    size = model.config.tower.image_size
+
+    def step_fn(trained, batch, step):
+        images = batch["image"].to(info.device, non_blocking=True)
+        text = tok(batch["caption"], add_special_tokens=False, padding="max_length", truncation=True,
+                   max_length=tower.text_encoder.max_length, return_tensors="pt")["input_ids"].to(info.device)
+        with _autocast(cfg, info.device):
+            result = trained(images, text if cfg.contrastive else None)
+        mse = float(torch.nn.functional.mse_loss(result.reconstruction.detach().float().clamp(-1, 1), images))
+        metrics = {k: float(v.detach()) for k, v in result.losses.items() if k != "total"}
+        metrics.update(psnr=10 * math.log10(4.0 / max(mse, 1e-10)), restarts=float(result.dead_restarts))
+        return {"loss": result.losses["total"].float(), **metrics}
+
+    return _run_stage(name="tower", cfg=cfg, info=info, module=tower, params=params, steps=cfg.tower_steps,
+                      lr=cfg.tower_lr, ckpt_dir=out / "tower_ckpt",
+                      loader_fn=lambda start, steps: _loader(cfg, info, 1, start, steps, size, cfg.batch_size),
+                      step_fn=step_fn, logger=logger, max_seconds=cfg.max_seconds_tower)
+
+
+def stage2_batch(model: VilaU, batch: dict, step: int, cfg: TrainConfig, rank: int, device: torch.device):
+    """Tokenize the images with the frozen tower and build the mixed sequences of one batch."""
+    rng = random.Random(f"vilau-mix:{cfg.seed}:{rank}:{step}")
+    size = model.config.tower.image_size
+    codes = model.tower.tokenize(batch["image"].to(device)).cpu()
+    plan = batch_plan(len(codes), cfg.mix)
+    sequences = []
+    for i, generate in enumerate(plan):
+        caption, qa = batch["caption"][i], batch["qa"][i]
+        visual = Segment("image", codes[i])
+        if rng.random() < cfg.mix.video_fraction:
+            clip = clip_at(cfg.seed * 1000 + rank, step * len(plan) + i, model.config.video_frames, size)
+            frames = torch.stack([image_to_tensor(f) for f in clip.frames]).to(device)
+            visual = Segment("video", list(model.tower.tokenize(frames).cpu()))
+            caption, qa = clip.caption, clip.qa
+        if generate:
+            segments = generation_segments(model, visual, caption, rng.random() < cfg.mix.caption_drop)
+        else:
+            segments = understanding_segments(model, visual, caption, qa, rng.random() < cfg.mix.qa_fraction, rng)
+        sequences.append(model.build_sequence(segments))
+    return model.collate(sequences).to(device)
+
+
+def train_llm(model: VilaU, cfg: TrainConfig, info: DistInfo, out: Path, logger: _Logger) -> int:
+    model.tower.requires_grad_(False)
+    model.train()
+    model.tower.eval()  # frozen: the quantizer must not update its codebooks
+    params = [p for n, p in model.named_parameters() if p.requires_grad]
+    size = model.config.tower.image_size
+
+    def step_fn(trained, batch, step):
+        seq = stage2_batch(model, batch, step, cfg, info.rank, info.device)
+        with _autocast(cfg, info.device):
+            losses = trained(seq)
+        return {"loss": losses["loss"].float(), "text_loss": float(losses["text_loss"].detach()),
+                "image_loss": float(losses["image_loss"].detach())}
+
+    return _run_stage(name="llm", cfg=cfg, info=info, module=model, params=params, steps=cfg.llm_steps,
+                      lr=cfg.llm_lr, ckpt_dir=out / "llm_ckpt",
+                      loader_fn=lambda start, steps: _loader(cfg, info, 2, start, steps, size, cfg.llm_batch_size or cfg.batch_size),
+                      step_fn=step_fn, logger=logger, max_seconds=cfg.max_seconds_llm)
+
+
+def _load_tower(model: VilaU, path: Path) -> None:
+    tensors, meta = hub.load_file(path)
+    hub.check_state_dict(tensors, model.tower.state_dict(), what=str(path))
+    model.tower.load_state_dict(tensors)
+    if "contrastive_weight" in meta:
+        model.config.tower.contrastive_weight = float(meta["contrastive_weight"])
+
+
+def _summary(history: list[dict], key: str, n: int = 3) -> dict[str, float] | None:
+    values = [r[key] for r in history if key in r]
+    if not values:
+        return None
+    k = min(n, len(values))
+    return {"first": sum(values[:k]) / k, "last": sum(values[-k:]) / k}
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Run both stages (skipping what is already finished in `cfg.out`); returns the model folder."""
+    backend = None if cfg.device == "auto" else ("nccl" if cfg.device == "cuda" else "gloo")
+    info = setup_distributed(backend)
+    try:
+        out = Path(cfg.out)
+        out.mkdir(parents=True, exist_ok=True)
+        seed_everything(cfg.seed, info.rank)
+        if info.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+            torch.backends.cudnn.benchmark = True
+        if info.is_main:
+            hub.write_json_atomic(out / "train_config.json", asdict(cfg))
+        model = VilaU(PRESETS[cfg.preset]()).to(info.device)
+        logger = _Logger(out, info.is_main)
+        tower_file = Path(cfg.tower_from) if cfg.tower_from else out / "tower.safetensors"
+        if tower_file.exists():
+            _load_tower(model, tower_file)
+            if info.is_main:
+                print(f"[tower] using the finished tower {tower_file}", flush=True)
+        elif cfg.tower_from:
+            raise hub.CheckpointError(f"--tower-from {tower_file} does not exist")
+        else:
+            train_tower(model, cfg, info, out, logger)
+            if info.is_main:
+                hub.save_file(model.tower.state_dict(), tower_file,
+                              {"contrastive_weight": model.config.tower.contrastive_weight})
+            if info.world_size > 1:
+                dist.barrier()
+        seed_everything(cfg.seed + 1, info.rank)
+        train_llm(model, cfg, info, out, logger)
+        folder = out / "model"
+        if info.is_main:
+            model.eval().save_pretrained(folder)
+            summary = {stage: {k: _summary(hist, k) for k in ("loss", "reconstruction", "contrastive", "psnr",
+                                                               "text_loss", "image_loss") if _summary(hist, k)}
+                       for stage, hist in logger.history.items()}
+            hub.write_json_atomic(out / "summary.json", summary)
+        if info.world_size > 1:
+            dist.barrier()
+        return folder
+    finally:
+        cleanup_distributed()

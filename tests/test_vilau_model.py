@@ -1,0 +1,210 @@
+"""VILA-U model pieces on a tiny random model: depth causality, RQ round trip, KV cache, sampling, input checks."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from genfoundry.shapes import render
+from genfoundry.vilau import DepthConfig, DepthTransformer, ResidualQuantizer, VilaU, VilaUConfig
+from genfoundry.vilau.generate import DecodeStream, Sampling, filter_logits, generate_codes, sample_codes
+
+
+@pytest.fixture(scope="module")
+def model(one_thread) -> VilaU:
+    torch.manual_seed(0)
+    return VilaU(VilaUConfig.tiny()).eval()
+
+
+@settings(max_examples=3, deadline=None)
+@given(seed=st.integers(0, 10_000), depth=st.integers(2, 5))
+def test_depth_transformer_is_causal_over_depth(seed: int, depth: int) -> None:
+    torch.manual_seed(seed)
+    cfg = DepthConfig(llm_hidden_size=12, code_dim=6, codebook_size=9, depth=depth, hidden_size=16, num_layers=2,
+                      num_heads=2)
+    net = DepthTransformer(cfg).eval()
+    quantizer = ResidualQuantizer(depth, 9, 6)
+    hidden = torch.randn(3, 12)
+    codes = torch.randint(0, 9, (3, depth))
+    logits = net(hidden, quantizer.partial_sums(codes[:, :-1]))
+    assert logits.shape == (3, depth, 9)
+    for j in range(depth - 1):  # 0-based depth j: changing its code may only move logits at depths > j
+        changed = codes.clone()
+        changed[:, j] = (changed[:, j] + 1) % 9
+        other = net(hidden, quantizer.partial_sums(changed[:, :-1]))
+        torch.testing.assert_close(other[:, : j + 1], logits[:, : j + 1], rtol=0, atol=0)
+        assert not torch.allclose(other[:, j + 1], logits[:, j + 1])  # ... and it does move the next one
+
+
+def test_residual_quantizer_round_trip() -> None:
+    """Codes -> summed embedding -> codes is exact when each depth's codebook lives at a finer scale."""
+    torch.manual_seed(0)
+    q = ResidualQuantizer(depth=3, codebook_size=8, dim=4).eval()
+    base = torch.randn(3, 8, 4)
+    q.codebooks.copy_(base * torch.tensor([1.0, 0.05, 0.0025])[:, None, None])
+    q.initialized.fill_(True)
+    codes = torch.randint(0, 8, (50, 3))
+    z = q.embed(codes)
+    out = q(z)
+    torch.testing.assert_close(out.codes, codes, rtol=0, atol=0)
+    torch.testing.assert_close(out.quantized, z)
+
+
+def test_quantizer_ema_update_and_dead_code_restart() -> None:
+    torch.manual_seed(0)
+    q = ResidualQuantizer(depth=2, codebook_size=16, dim=3, decay=0.5, dead_code_threshold=0.5).train()
+    z = torch.randn(64, 3)
+    first = q(z)  # initialises the codebooks from data
+    assert bool(q.initialized)
+    before = q.codebooks.clone()
+    q.codebooks[0, 0] = 1e3  # code 0 of depth 0: far from every vector, so it stays unused and dies
+    q.embed_sum[0, 0] = 1e3
+    q.cluster_size[0, 0] = 0.0
+    out = q(z + 0.1)
+    assert not torch.equal(before[1:], q.codebooks[1:])  # EMA moved the codebooks
+    assert out.dead_restarts >= 1
+    assert float(q.codebooks[0, 0].abs().max()) < 10  # restarted at a data vector
+    assert first.codes.shape == (64, 2)
+
+
+def test_tokenize_detokenize_contract(model: VilaU) -> None:
+    image = render("a red circle", size=32, seed=1)
+    codes = model.tokenize_image(image)
+    g, d = model.config.tower.grid, model.config.tower.depth
+    assert codes.shape == (g, g, d) and codes.dtype == torch.long
+    out = model.detokenize(codes)
+    assert out.size == (32, 32)
+    with pytest.raises(ValueError, match="codes must have shape"):
+        model.detokenize(codes[:, :, :1])
+
+
+def test_kv_cache_equals_full_recomputation(model: VilaU) -> None:
+    torch.manual_seed(1)
+    h = model.llm.config.hidden_size
+    chunks = [torch.randn(2, n, h) for n in (5, 1, 1, 3, 1)]
+    cached, full = DecodeStream(model, use_cache=True), DecodeStream(model, use_cache=False)
+    with torch.no_grad():
+        for c in chunks:
+            torch.testing.assert_close(cached.feed(c), full.feed(c), rtol=1e-4, atol=1e-5)
+    a = generate_codes(model, ["a red circle", "two blue squares"], seed=3, use_cache=True)
+    b = generate_codes(model, ["a red circle", "two blue squares"], seed=3, use_cache=False)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_left_padded_batch_matches_single_prompts(model: VilaU) -> None:
+    both = generate_codes(model, ["a red circle", "a red circle to the left of a blue square"], temperature=0.0)
+    one = generate_codes(model, ["a red circle to the left of a blue square"], temperature=0.0)
+    torch.testing.assert_close(both[1], one[0], rtol=0, atol=0)
+
+
+def test_generation_is_deterministic_per_seed(model: VilaU) -> None:
+    a = generate_codes(model, "a green triangle", seed=7)
+    b = generate_codes(model, "a green triangle", seed=7)
+    c = generate_codes(model, "a green triangle", seed=8)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    assert model.generate_image("a green triangle", seed=7).tobytes() == model.generate_image(
+        "a green triangle", seed=7).tobytes()
+
+
+def test_cfg_one_is_the_conditional_distribution(model: VilaU) -> None:
+    torch.manual_seed(2)
+    cond = torch.randn(3, model.llm.config.hidden_size)
+    greedy = Sampling(temperature=0.0)
+    with torch.no_grad():
+        plain = sample_codes(model, cond, None, greedy, None)
+        guided = sample_codes(model, torch.cat([cond, torch.randn_like(cond)]), 1.0, greedy, None)
+    torch.testing.assert_close(plain, guided, rtol=0, atol=0)
+
+
+def test_filter_logits_top_k_and_top_p() -> None:
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    assert torch.isfinite(filter_logits(logits, 2, None)).tolist() == [[True, True, False, False]]
+    assert torch.isfinite(filter_logits(logits, None, 0.7)).tolist() == [[True, True, False, False]]
+    assert torch.isfinite(filter_logits(logits, None, 0.5)).tolist() == [[True, False, False, False]]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"cfg": -1.0}, "cfg"), ({"cfg": float("nan")}, "cfg"), ({"top_p": 0.0}, "top_p"), ({"top_k": 0}, "top_k"),
+    ({"temperature": -0.5}, "temperature"), ({"seed": -3}, "seed"),
+])
+def test_generation_argument_errors(model: VilaU, kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        model.generate_image("a red circle", **kwargs)
+
+
+def test_prompt_and_question_errors(model: VilaU, tmp_path) -> None:
+    image = render("a red circle", size=32, seed=1)
+    with pytest.raises(ValueError, match="prompt is empty"):
+        model.generate_image("   ")
+    with pytest.raises(ValueError, match="unknown word"):
+        model.generate_image("a red elephant")
+    with pytest.raises(ValueError, match="question is empty"):
+        model.answer(image, "  ")
+    not_image = tmp_path / "notes.png"
+    not_image.write_text("this is text, not pixels")
+    with pytest.raises(ValueError, match="not an image file"):
+        model.answer(str(not_image), "what color is the circle?")
+    with pytest.raises(FileNotFoundError, match="not found"):
+        model.answer(str(tmp_path / "missing.png"), "what color is the circle?")
+
+
+def test_wrong_size_image_is_resized_with_a_note(model: VilaU) -> None:
+    big = render("a red circle", size=64, seed=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        text = model.answer(big, "what color is the circle?", max_new_tokens=3)
+    assert isinstance(text, str)
+    assert any("resized to 32x32" in str(w.message) for w in caught)
+
+
+def test_answer_batch_matches_single_and_video_input(model: VilaU) -> None:
+    from genfoundry.vilau.generate import answer_batch
+
+    images = [render("a red circle", size=32, seed=s) for s in range(2)]
+    questions = ["what color is the circle?", "is there a red circle?"]
+    batched = answer_batch(model, images, questions, max_new_tokens=3)
+    assert batched == [model.answer(i, q, max_new_tokens=3) for i, q in zip(images, questions)]
+    assert isinstance(model.answer(images, "is the red circle moving up?", max_new_tokens=2), str)
+
+
+def test_training_loss_is_finite_and_reaches_every_part(model: VilaU) -> None:
+    from genfoundry.vilau.model import Segment
+
+    image = render("a red circle", size=32, seed=1)
+    codes = model.tokenize_image(image)
+    eos = model.tokenizer.eos_token_id
+    seqs = [model.build_sequence([Segment("image", codes), Segment("text", model.text_ids("a red circle") + [eos], True)]),
+            model.build_sequence([Segment("text", model.text_ids("a red circle")), Segment("image", codes, True)]),
+            model.build_sequence([Segment("text", model.text_ids(" ")), Segment("video", [codes, codes], True)])]
+    batch = model.collate(seqs)
+    assert int(batch.image_targets.sum()) == 3 * codes.shape[0] * codes.shape[1]
+    model.zero_grad()
+    losses = model(batch)
+    assert all(torch.isfinite(v) for v in losses.values())
+    losses["loss"].backward()
+    for part in (model.llm.lm_head, model.mm_projector, model.depth_transformer):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters())
+    model.zero_grad()
+
+
+def test_siglip_vision_tower_shape() -> None:
+    """The official-shape path: a transformers SigLIP encoder (second-to-last layer) feeding the quantizer."""
+    from genfoundry.vilau import TowerConfig, VisionTower
+
+    cfg = TowerConfig(image_size=32, encoder="siglip", code_dim=8, codebook_size=16, depth=2, align_dim=8,
+                      siglip={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2,
+                              "num_attention_heads": 2, "patch_size": 8},
+                      text={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+                            "num_attention_heads": 2, "max_position_embeddings": 8})
+    tower = VisionTower(cfg, vocab_size=20, pad_id=0)
+    images = torch.rand(2, 3, 32, 32) * 2 - 1
+    out = tower(images, torch.randint(1, 20, (2, 8)))
+    assert out.codes.shape == (2, 4, 4, 2) and out.reconstruction.shape == images.shape
+    assert set(out.losses) == {"reconstruction", "commitment", "contrastive", "total"}
+    with pytest.raises(ValueError, match="siglip"):
+        TowerConfig(encoder="siglip")

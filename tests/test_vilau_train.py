@@ -1,0 +1,150 @@
+"""VILA-U training end to end (tiny, CPU): CLI train -> folder -> from_pretrained -> ask/imagine; resume; clips."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+import typer
+from typer.testing import CliRunner
+
+from genfoundry import hub
+from genfoundry.shapes import render
+from genfoundry.vilau import VilaU, VilaUConfig
+from genfoundry.vilau.cli import register
+from genfoundry.vilau.data import MixConfig, batch_plan, sample_clip
+from genfoundry.vilau.train import TrainConfig, lr_factor
+
+
+@pytest.fixture(scope="module")
+def app() -> typer.Typer:
+    root = typer.Typer()
+
+    @root.callback()
+    def _root() -> None:
+        """test root"""
+
+    register(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, app):
+    out = tmp_path_factory.mktemp("vilau_run")
+    result = CliRunner().invoke(app, ["train", "vilau", "--out", str(out), "--preset", "tiny", "--steps", "2",
+                                      "--batch-size", "4", "--warmup-steps", "1", "--log-every", "1",
+                                      "--save-every", "1", "--device", "cpu", "--video-fraction", "0.5"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_training_writes_an_official_style_folder_that_loads(trained) -> None:
+    folder = trained / "model"
+    for part in ("config.json", "llm/config.json", "llm/model.safetensors", "llm/depth_transformer.safetensors",
+                 "llm/tokenizer.json", "vision_tower/model.safetensors", "mm_projector/model.safetensors"):
+        assert (folder / part).is_file(), part
+    log = [json.loads(line) for line in (trained / "log.jsonl").read_text().splitlines()]
+    assert {r["stage"] for r in log} == {"tower", "llm"}
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in log)
+    model = VilaU.from_pretrained(folder)
+    assert model.config.tower.image_size == 32
+    image = render("a red circle", size=32, seed=0)
+    assert isinstance(model.answer(image, "what color is the circle?", max_new_tokens=3), str)
+
+
+def test_save_load_round_trip_is_exact(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = VilaU(VilaUConfig.tiny()).eval()
+    model.save_pretrained(tmp_path / "m")
+    loaded = VilaU.from_pretrained(tmp_path / "m")
+    for (k, a), (k2, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert k == k2 and torch.equal(a, b), k
+    codes_a = model.tokenize_image(render("a blue square", size=32, seed=2))
+    assert torch.equal(codes_a, loaded.tokenize_image(render("a blue square", size=32, seed=2)))
+
+
+def test_resume_continues_from_the_latest_checkpoint(trained, app) -> None:
+    result = CliRunner().invoke(app, ["train", "vilau", "--out", str(trained), "--preset", "tiny", "--tower-steps", "2",
+                                      "--llm-steps", "3", "--batch-size", "4", "--warmup-steps", "1",
+                                      "--log-every", "1", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "using the finished tower" in result.output
+    assert "resumed from" in result.output and "at step 2" in result.output
+    llm_steps = [json.loads(line)["step"] for line in (trained / "log.jsonl").read_text().splitlines()
+                 if json.loads(line)["stage"] == "llm"]
+    assert llm_steps == [1, 2, 3]
+
+
+def test_cli_ask_and_imagine(trained, app, tmp_path) -> None:
+    runner = CliRunner()
+    model = str(trained / "model")
+    picture = tmp_path / "big.png"
+    render("a red circle", size=64, seed=0).save(picture)
+    result = runner.invoke(app, ["ask", str(picture), "what color is the circle?", "--model", model, "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "resized to 32x32" in result.output
+    out = tmp_path / "drawn.png"
+    result = runner.invoke(app, ["imagine", "a red circle", "-o", str(out), "--seed", "1", "--model", model,
+                                 "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    from PIL import Image
+
+    assert Image.open(out).size == (32, 32)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["imagine", "a red circle", "-o", "x.png", "--cfg", "-1"], "cfg must be >= 0"),
+    (["ask", "IMAGE", "  "], "question is empty"),
+    (["ask", "TEXTFILE", "what color is the circle?"], "not an image file"),
+    (["ask", "IMAGE", "what color is the circle?", "--model", "/nonexistent/folder"], "cannot find checkpoint"),
+])
+def test_cli_bad_input(trained, app, tmp_path, args: list[str], message: str) -> None:
+    image = tmp_path / "img.png"
+    render("a red circle", size=32, seed=0).save(image)
+    text = tmp_path / "text.png"
+    text.write_text("not pixels")
+    args = [str(image) if a == "IMAGE" else str(text) if a == "TEXTFILE" else a for a in args]
+    if "--model" not in args:
+        args += ["--model", str(trained / "model"), "--device", "cpu"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code != 0
+    assert message in " ".join(result.output.split()), result.output
+
+
+def test_from_pretrained_errors(tmp_path) -> None:
+    with pytest.raises(hub.CheckpointError, match="config.json is missing"):
+        VilaU.from_pretrained(tmp_path)
+    hub.write_json_atomic(tmp_path / "config.json", {"model_type": "vila_u"})
+    with pytest.raises(hub.CheckpointError, match="official VILA-U"):
+        VilaU.from_pretrained(tmp_path)
+
+
+def test_moving_clip_moves_in_its_direction() -> None:
+    import numpy as np
+
+    for seed in range(4):
+        clip = sample_clip(random.Random(seed), frames=4, size=64)
+        direction = clip.caption.split()[-1]
+        centres = []
+        for frame in clip.frames:
+            ys, xs = np.nonzero(np.asarray(frame).sum(-1))
+            centres.append((xs.mean(), ys.mean()))
+        axis, sign = {"left": (0, -1), "right": (0, 1), "up": (1, -1), "down": (1, 1)}[direction]
+        steps = [sign * (b[axis] - a[axis]) for a, b in zip(centres, centres[1:])]
+        assert all(s > 0 for s in steps), (clip.caption, centres)
+        assert (f"is the {clip.caption[2:].rsplit(' moving', 1)[0]} moving {direction}?", "yes") in clip.qa
+
+
+def test_batch_plan_and_schedule() -> None:
+    plan = batch_plan(10, MixConfig(generation_fraction=0.4))
+    assert sum(plan) == 4
+    assert 0 < sum(batch_plan(2, MixConfig(generation_fraction=0.1))) < 2  # both kinds in every batch
+    assert lr_factor(0, 0.0, 10) == pytest.approx(0.1)
+    assert lr_factor(20, 0.0, 10) == pytest.approx(1.0)
+    assert lr_factor(20, 1.0, 10) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="video_fraction"):
+        MixConfig(video_fraction=1.5)
+    with pytest.raises(ValueError, match="preset"):
+        TrainConfig(out="x", preset="huge")
