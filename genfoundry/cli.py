@@ -17,9 +17,25 @@ app = typer.Typer(
 
 # Each module exposes `register(app)`; listed here so the command set is explicit.
 _COMMAND_MODULES = [
-    "genfoundry.shapes.cli",
     "genfoundry.tour",
+    "genfoundry.shapes.cli",
+    "genfoundry.sana.cli",
+    "genfoundry.sana.train_cli",
+    "genfoundry.svdquant.cli",
+    "genfoundry.vilau.cli",
+    "genfoundry.lego.cli",
 ]
+
+
+def command_group(app: typer.Typer, name: str, help_text: str) -> typer.Typer:
+    """The sub-app registered under `name` (e.g. `train`, `eval`), created if absent, so several
+    systems can add commands to one group."""
+    for info in app.registered_groups:
+        if info.name == name and info.typer_instance is not None:
+            return info.typer_instance
+    group = typer.Typer(help=help_text, no_args_is_help=True)
+    app.add_typer(group, name=name, help=help_text)
+    return group
 
 
 def _version_callback(value: bool) -> None:
