@@ -15,7 +15,7 @@ from genfoundry.vilau.generate import DecodeStream, Sampling, filter_logits, gen
 
 
 @pytest.fixture(scope="module")
-def model(one_thread) -> VilaU:
+def model() -> VilaU:
     torch.manual_seed(0)
     return VilaU(VilaUConfig.tiny()).eval()
 
