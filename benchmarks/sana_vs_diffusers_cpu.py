@@ -17,7 +17,6 @@ import argparse
 import dataclasses
 import datetime
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -26,18 +25,9 @@ import torch
 
 from genfoundry import hub
 from genfoundry.sana import SanaTransformer, named_config
+from sana_linear_attention import cpu_name  # same folder: scripts run as `python benchmarks/...`
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:
