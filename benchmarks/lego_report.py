@@ -88,6 +88,23 @@ def register_section(quick: bool) -> dict:
     return {"rows": rows, "total_lp": total_lp, "total_naive": total_nv, "saving": 1 - total_lp / total_nv}
 
 
+def reduction_section(quick: bool) -> dict:
+    """ws-tree (no skew, spatial reduction over k) with neighbour chains vs balanced adder trees."""
+    from genfoundry.lego import interconnect
+
+    rows = []
+    for n in ((2, 4) if quick else (4, 8, 16)):
+        spec = f"gemm:{2 * n}x{n}x{n}"
+        for red in ("chain", "tree"):
+            d = lego.compile(spec, lego.Arch(n, n, ("ws-tree",), reduction=red), emit_verilog=False)
+            m = d.modes[0]
+            rows.append({"array": f"{n}x{n}", "workload": spec, "reduction": red,
+                         "depth": interconnect.depth(m.output.tree), "lp_bits": d.lp_register_bits,
+                         "compute_cycles": m.phases[1], "rtl_cycles": d.estimate()["rtl_cycles"]})
+            print(f"  reduction {n}x{n} {red}: depth {rows[-1]['depth']}, {d.lp_register_bits} LP bits", flush=True)
+    return {"rows": rows}
+
+
 def timing_section(quick: bool, simulator: str) -> dict:
     import os
     import tempfile
@@ -147,6 +164,13 @@ def markdown(res: dict) -> str:
     for row in r["rows"]:
         md.append(f"| {row['array']} | {row['dataflows']} | {row['lp_bits']} | {row['naive_bits']} | {row['saving']:.0%} |")
     md += ["", f"Total: {r['total_lp']} vs {r['total_naive']} bits, **{r['saving']:.0%} fewer** with the LP.", ""]
+    md += ["## Spatial reductions: neighbour chain vs balanced adder tree (`ws-tree` dataflow)", "",
+           "| array | workload | reduction | depth (adders) | LP register bits | compute cycles / pass | RTL cycles |",
+           "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
+    for row in res["reduction"]["rows"]:
+        md.append(f"| {row['array']} | `{row['workload']}` | {row['reduction']} | {row['depth']} | {row['lp_bits']} | "
+                  f"{row['compute_cycles']} | {row['rtl_cycles']} |")
+    md.append("")
     tm = res["timing"]
     md += [f"## Generation + verification time ({tm['simulator']})", "", "| array | workload | generate s | verify s | total s | bit-exact | sim cycles | model cycles |",
            "| --- | --- | ---: | ---: | ---: | --- | ---: | ---: |"]
@@ -170,6 +194,8 @@ def main(argv: list[str] | None = None) -> dict:
     res["models"] = model_section(args.quick)
     print("registers", flush=True)
     res["registers"] = register_section(args.quick)
+    print("reduction", flush=True)
+    res["reduction"] = reduction_section(args.quick)
     print("timing", flush=True)
     res["timing"] = timing_section(args.quick, args.simulator)
     if not args.skip_area:

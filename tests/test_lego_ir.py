@@ -146,3 +146,18 @@ def test_cost_model_bounds_and_gemmini_lowering():
     e = d.estimate()
     assert e["system_cycles"] >= e["roofline_cycles"] and 0 < e["utilisation"] <= 1
     assert e["macs"] == 36 * 4 * 27
+
+
+def test_balanced_reduction_tree_is_shallower_and_cheaper_than_a_chain():
+    from genfoundry.lego import interconnect
+
+    designs = {r: lego.compile("gemm:16x8x8", lego.Arch(8, 8, ("ws-tree",), reduction=r), emit_verilog=False)
+               for r in ("chain", "tree")}
+    chain, tree = designs["chain"].modes[0], designs["tree"].modes[0]
+    assert interconnect.depth(chain.output.tree) == 7  # 8 rows reduced neighbour to neighbour
+    assert interconnect.depth(tree.output.tree) == 3  # ceil(log2 8)
+    assert max(len(v) for v in tree.output.tree.children().values()) <= 2
+    assert designs["tree"].lp_register_bits < designs["chain"].lp_register_bits
+    assert tree.phases[1] < chain.phases[1]  # the compute phase no longer waits for a long chain
+    with pytest.raises(lego.LegoError, match="reduction"):
+        lego.Arch(4, 4, ("os",), reduction="ring")

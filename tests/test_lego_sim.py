@@ -26,7 +26,7 @@ def check(spec: str, dataflows: tuple, rows: int, cols: int, seed: int = 0) -> N
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
-@given(m=st.integers(1, 5), n=st.integers(1, 5), k=st.integers(1, 5), df=st.sampled_from(["os", "ws", "is", "os-bcast"]),
+@given(m=st.integers(1, 5), n=st.integers(1, 5), k=st.integers(1, 5), df=st.sampled_from(["os", "ws", "is", "os-bcast", "ws-tree"]),
        arr=st.sampled_from([(2, 2), (2, 3), (3, 2)]))
 def test_gemm_random_shapes(m, n, k, df, arr):
     check(f"gemm:{m}x{n}x{k}", (df,), *arr)
@@ -62,10 +62,15 @@ def test_custom_affine_dataflow_with_diagonal_reuse():
     check("conv2d:2x4x6x3x2x3", (df,), 2, 4, seed=5)
 
 
-def test_spatial_reduction_chain_dataflow():
-    # no skew: partial sums of one output are reduced across a column through direct (dt=0) links
-    df = lego.Dataflow("ws-bcast", {"m": 1}, ({"k": 1}, {"n": 1}))
-    check("gemm:5x4x7", (df,), 3, 2, seed=3)
+@pytest.mark.parametrize("reduction", ["chain", "tree"])
+def test_spatial_reduction_dataflow(reduction):
+    # no skew: partial sums of one output are reduced across a column through direct (dt=0) links,
+    # neighbour to neighbour or through a balanced adder tree
+    d = lego.compile("gemm:5x4x7", lego.Arch(5, 2, ("ws-tree",), reduction=reduction))
+    x = lego.random_inputs(d.workload, 3)
+    out, cycles = d.simulate(x, simulator=SIM)
+    assert np.array_equal(out["C"], lego.reference(d.workload, x)["C"])
+    assert abs(d.estimate()["rtl_cycles"] - cycles) <= 0.05 * cycles
 
 
 def test_fused_design_runs_every_mode_bit_exact():

@@ -4,7 +4,9 @@
 What makes it Gemmini-like rather than LEGO: it runs GEMMs only. Convolutions go through im2col
 (the lowered input matrix is what moves from DRAM), depthwise convolutions become one GEMM per
 channel (N = 1), and MTTKRP first materialises the Khatri-Rao product. LEGO instead maps each
-tensor operation natively and picks among all its fused dataflows per layer.
+tensor operation natively and picks among all its fused dataflows per layer, including `ws-tree`
+(no systolic skew: operands broadcast along rows, partial sums reduced by balanced adder trees), which
+spends fewer fill and drain cycles per pass than a systolic mesh.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from .ir import LegoError
 from .workloads import parse_workload
 
 GEMMINI_ARCH = Arch(16, 16, ("os", "ws"), max_time_tile=256)
-LEGO_ARCH = Arch(16, 16, ("os", "ws", "is"), max_time_tile=256)
+LEGO_ARCH = Arch(16, 16, ("os", "ws", "is", "ws-tree"), max_time_tile=256)
 
 
 def gemm_lowering(spec: str) -> list[str]:

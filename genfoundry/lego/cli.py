@@ -26,11 +26,11 @@ def _fail(msg: str) -> None:
     raise typer.Exit(2)
 
 
-def _compile_cmd(workload: str, array: str, dataflow: str, out: Path, pipelining: str) -> None:
+def _compile_cmd(workload: str, array: str, dataflow: str, out: Path, pipelining: str, reduction: str) -> None:
     from . import baseline, workloads
     from .design import Arch, compile
 
-    arch = Arch.parse(array, dataflow, pipelining=pipelining)
+    arch = Arch.parse(array, dataflow, pipelining=pipelining, reduction=reduction)
     layers = None
     spec = workload
     if workload.startswith("model:"):
@@ -75,12 +75,13 @@ def register(app: typer.Typer) -> None:
     def rtl(
         args: List[str] = typer.Argument(..., help="WORKLOAD, or: simulate DIR"),
         array: str = typer.Option("16x16", "--array", help="ROWSxCOLS of the FU array"),
-        dataflow: str = typer.Option("os,ws", "--dataflow", help="comma-separated dataflows: os, ws, is, os-bcast"),
+        dataflow: str = typer.Option("os,ws", "--dataflow", help="comma-separated dataflows: os, ws, is, os-bcast, ws-tree"),
         out: Optional[Path] = typer.Option(None, "-o", "--out", help="output directory"),
         inputs: Optional[Path] = typer.Option(None, "--inputs", help="simulate: .npz of input tensors"),
         outputs: Optional[Path] = typer.Option(None, "--outputs", help="simulate: .npz to write"),
         simulator: str = typer.Option("auto", "--simulator", help="auto, verilator or icarus"),
         pipelining: str = typer.Option("lp", "--pipelining", help="delay matching: lp or naive"),
+        reduction: str = typer.Option("tree", "--reduction", help="spatial partial-sum reduction: tree or chain"),
     ) -> None:
         """Generate a spatial accelerator (Verilog) for a tensor workload, or simulate one."""
         try:
@@ -91,6 +92,6 @@ def register(app: typer.Typer) -> None:
             else:
                 if len(args) != 1 or out is None:
                     _fail("usage: genfoundry rtl WORKLOAD --array 16x16 --dataflow os,ws -o DIR")
-                _compile_cmd(args[0], array, dataflow, out, pipelining)
+                _compile_cmd(args[0], array, dataflow, out, pipelining, reduction)
         except (LegoError, SimulationError) as e:
             _fail(str(e))

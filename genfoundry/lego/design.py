@@ -28,6 +28,7 @@ class Arch:
     max_time_tile: int = 256
     pipelining: str = "lp"  # "lp" or "naive"
     prefer_chains: bool = True  # fusion heuristic: reuse links other modes already built
+    reduction: str = "tree"  # spatial (dt = 0) partial-sum reductions: balanced "tree" or "chain"
 
     def __post_init__(self) -> None:
         if self.rows < 1 or self.cols < 1:
@@ -36,6 +37,8 @@ class Arch:
             raise LegoError("arch: expected at least one dataflow")
         if self.pipelining not in ("lp", "naive"):
             raise LegoError(f"pipelining {self.pipelining!r}: expected 'lp' or 'naive'")
+        if self.reduction not in ("tree", "chain"):
+            raise LegoError(f"reduction {self.reduction!r}: expected 'tree' or 'chain'")
 
     @classmethod
     def parse(cls, array: str = "4x4", dataflow: str = "os", **kw) -> "Arch":
@@ -76,7 +79,8 @@ class Design:
         return {"workload": self.workload.name, "rows": self.arch.rows, "cols": self.arch.cols,
                 "dataflows": [d if isinstance(d, str) else d.name for d in self.arch.dataflows],
                 "acc_width": self.arch.acc_width, "max_time_tile": self.arch.max_time_tile,
-                "pipelining": self.arch.pipelining, "prefer_chains": self.arch.prefer_chains}
+                "pipelining": self.arch.pipelining, "prefer_chains": self.arch.prefer_chains,
+                "reduction": self.arch.reduction}
 
     def report(self) -> dict:
         est = self.estimate()
@@ -166,7 +170,7 @@ def compile(workload: str | Workload, arch: Arch | None = None, emit_verilog: bo
     arch = arch or Arch()
     mappings, stage_modes = _mappings(wl, arch)
     widths = dict(wl.widths)
-    modes = fuse.plan_fused(mappings, widths, arch.acc_width, arch.prefer_chains)
+    modes = fuse.plan_fused(mappings, widths, arch.acc_width, arch.prefer_chains, arch.reduction)
     lp_bits = naive_bits = 0
     for m in modes:
         r_lp = pipelining.lp_delay_match(m.graph)
@@ -192,7 +196,7 @@ def load_design(directory: str | Path) -> Design:
         raise LegoError(f"{d}: no design.json; expected a directory written by `genfoundry rtl`")
     man = json.loads(f.read_text())
     arch = Arch(man["rows"], man["cols"], tuple(man["dataflows"]), man["acc_width"], man["max_time_tile"],
-                man["pipelining"], man["prefer_chains"])
+                man["pipelining"], man["prefer_chains"], man.get("reduction", "tree"))
     design = compile(man["workload"], arch)
     on_disk = (d / "lego_top.v").read_text() if (d / "lego_top.v").exists() else None
     if on_disk is not None and on_disk != design.verilog:

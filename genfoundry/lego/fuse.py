@@ -25,7 +25,8 @@ def _overlap(plan: ModePlan, prefer: dict[str, set], stationary: dict[int, set])
     return score
 
 
-def plan_fused(mappings: list[Mapping], widths: dict[str, int], acc_width: int, prefer_chains: bool = True) -> list[ModePlan]:
+def plan_fused(mappings: list[Mapping], widths: dict[str, int], acc_width: int, prefer_chains: bool = True,
+               reduction: str = "tree") -> list[ModePlan]:
     """Plan every mode; with prefer_chains each mode also picks the assignment of its inputs to
     physical operand slots that shares the most links and stationary registers with earlier modes."""
     modes: list[ModePlan] = []
@@ -34,8 +35,8 @@ def plan_fused(mappings: list[Mapping], widths: dict[str, int], acc_width: int, 
     for i, mp in enumerate(mappings):
         n = len(mp.stage.inputs)
         orders = list(permutations(range(n))) if prefer_chains and modes and n <= 3 else [tuple(range(n))]
-        candidates = [plan_mode(i, mp, widths, acc_width, prefer=prefer if prefer_chains else None, slot_order=o)
-                      for o in orders]
+        candidates = [plan_mode(i, mp, widths, acc_width, prefer=prefer if prefer_chains else None, slot_order=o,
+                                reduction=reduction) for o in orders]
         plan = max(candidates, key=lambda p: _overlap(p, prefer, stationary))
         modes.append(plan)
         for sp in plan.slots:

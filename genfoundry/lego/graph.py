@@ -108,8 +108,10 @@ def _bits(n: int) -> int:
 
 
 def plan_mode(index: int, mapping: Mapping, widths: dict[str, int], acc_width: int,
-              prefer: dict[str, set] | None = None, slot_order: tuple[int, ...] | None = None) -> ModePlan:
-    """slot_order[j]: the physical operand slot that feeds the stage's j-th input (default j)."""
+              prefer: dict[str, set] | None = None, slot_order: tuple[int, ...] | None = None,
+              reduction: str = "tree") -> ModePlan:
+    """slot_order[j]: the physical operand slot that feeds the stage's j-th input (default j);
+    reduction: "tree" (balanced adder trees for spatial reductions) or "chain" (neighbour to neighbour)."""
     prefer = prefer or {}
     slot_order = slot_order or tuple(range(len(mapping.stage.inputs)))
     stage = mapping.stage
@@ -153,7 +155,8 @@ def plan_mode(index: int, mapping: Mapping, widths: dict[str, int], acc_width: i
             out.flush.setdefault(b, []).append((p.offset_affine(layout)[1], s))
             out.writers[s] = p
     else:
-        tree = interconnect.build_tree(ru, fus, is_output=True, prefer=prefer.get("out"))
+        tree = interconnect.build_tree(ru, fus, is_output=True, prefer=prefer.get("out"),
+                                       balanced=reduction == "tree")
         ports = {s: memory.port(mapping, coef, cmin, s) for s in tree.roots()}
         layout = memory.bank_streaming(coef, cmin, ext, list(ports.values()))
         out = OutputPlan(oacc, layout, False, tree, writers=ports)

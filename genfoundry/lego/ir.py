@@ -234,6 +234,8 @@ def named_dataflow(name: str, stage: Stage) -> Dataflow:
     ws: weight-stationary (space k x n; the (k, n) operand stays, partial sums flow down)
     is: input-stationary (space k x m; the (m, k) operand stays, partial sums flow down as in ws)
     os-bcast: output-stationary with broadcast buses instead of systolic links (time = k)
+    ws-tree: weight-stationary without skew (time = m): the (m, k) operand is broadcast along each row
+             and the partial sums of a column meet in a balanced adder tree (Arch.reduction)
     """
     m, n, k = stage.roles
     table = {
@@ -241,6 +243,7 @@ def named_dataflow(name: str, stage: Stage) -> Dataflow:
         "ws": Dataflow("ws", {m: 1, k: 1, n: 1}, ({k: 1}, {n: 1})),
         "is": Dataflow("is", {n: 1, m: 1, k: 1}, ({k: 1}, {m: 1})),
         "os-bcast": Dataflow("os-bcast", {k: 1}, ({m: 1}, {n: 1})),
+        "ws-tree": Dataflow("ws-tree", {m: 1}, ({k: 1}, {n: 1})),
     }
     if name not in table:
         raise LegoError(f"unknown dataflow {name!r}; expected one of {sorted(table)} or a Dataflow object")
