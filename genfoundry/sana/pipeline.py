@@ -242,7 +242,13 @@ class SanaPipeline:
         device: str | torch.device = "cpu",
         text_encoder_dtype: torch.dtype | None = None,
     ) -> SanaPipeline:
-        """Load a pipeline folder (embedded zoo name, local folder or cached repo id)."""
+        """Load a pipeline folder (embedded zoo name, local folder or cached repo id).
+
+        `dtype` None keeps the stored dtype on accelerators and computes in float32 on the CPU, where
+        half-precision kernels are slow or missing (the zoo stores fp16)."""
+        if torch.device(device).type == "cpu":
+            dtype = torch.float32 if dtype is None else dtype
+            text_encoder_dtype = torch.float32 if text_encoder_dtype is None else text_encoder_dtype
         folder = hub.resolve(name_or_path)
         index_path = folder / MODEL_INDEX_NAME
         if not index_path.exists():

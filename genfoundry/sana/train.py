@@ -94,6 +94,10 @@ class DCAETrainConfig:
     warmup: int = 20
     l1_weight: float = 0.1  # MSE drives PSNR; a little L1 keeps edges sharp
     scale_images: int = 512  # images used to measure the latent std (scaling_factor = 1 / std)
+    # Decoder robustness: each training latent gets Gaussian noise of std U(0, latent_noise) x the batch's
+    # latent std before decoding, so the decoder learns to draw clean shapes from the slightly-off latents
+    # a small DiT produces (the std is detached: the encoder cannot outgrow the noise by scaling up).
+    latent_noise: float = 0.0
     # Start from a trained DC-AE (a pipeline folder or its vae/ folder) instead of random weights; its
     # own architecture is used and the fields above that describe one are ignored. steps may be 0.
     init_from: str | None = None
@@ -174,9 +178,22 @@ def _tiny() -> SanaTrainConfig:
         data=DataConfig(scenes=64),
         text=TextEncoderTrainConfig(hidden_size=32, intermediate_size=64, num_layers=1, steps=6, batch_size=16),
         dcae=DCAETrainConfig(widths=(8, 16, 16, 32), latent_channels=4, head_dim=8, steps=6, batch_size=8,
-                             scale_images=16),
+                             scale_images=16, latent_noise=0.2),
         dit=DiTTrainConfig(width=64, depth=2, cross_heads=2, steps=6, batch_size=8, warmup=2),
         checkpoint_every=3, eval_prompts=5, eval_psnr_images=4, eval_steps=2, validation_prompts=5,
+    )
+
+
+def _cpu() -> SanaTrainConfig:
+    # The embedded sana-shapes: about 2 hours on 2 CPU cores, ~5 MB in fp16.
+    return SanaTrainConfig(
+        data=DataConfig(scenes=30_000, workers=2),
+        text=TextEncoderTrainConfig(steps=400),
+        dcae=DCAETrainConfig(widths=(16, 32, 64, 128), latent_channels=8, batch_size=16, steps=1800, lr=2e-3,
+                             warmup=50, latent_noise=0.2, scale_images=1024),
+        dit=DiTTrainConfig(width=128, depth=6, steps=6000, batch_size=64, lr=1e-3, warmup=100, ema_decay=0.999),
+        checkpoint_every=500, eval_prompts=300, eval_psnr_images=500, flow_shift_candidates=(1.0, 2.0, 3.0),
+        validation_prompts=100,
     )
 
 
@@ -196,7 +213,7 @@ def _gpu() -> SanaTrainConfig:
     )
 
 
-PRESETS: dict[str, Callable[[], SanaTrainConfig]] = {"tiny": _tiny, "cpu": SanaTrainConfig, "gpu": _gpu}
+PRESETS: dict[str, Callable[[], SanaTrainConfig]] = {"tiny": _tiny, "cpu": _cpu, "gpu": _gpu}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -568,12 +585,13 @@ def train_dcae(cfg: SanaTrainConfig, bank: SceneBank, dist: DistInfo, work_dir: 
             raise ValueError(f"canvas {cfg.data.size} is not a multiple of the DC-AE compression {ac.compression}")
         model = DCAE(dcae_config(ac)).to(dist.device)
     images = bank.images.to(dist.device)
-    trained = _maybe_ddp(model, dist)
+    trained = _maybe_ddp(NoisyReconstruction(model), dist)
     per_rank = _per_rank_batch(ac.batch_size, dist)
 
     def loss_fn(step: int, gen: torch.Generator) -> torch.Tensor:
         x = to_unit_range(images[torch.randint(len(images), (per_rank,), generator=gen, device=gen.device)])
-        recon = trained(x).float()
+        noise_std = torch.rand(per_rank, 1, 1, 1, generator=gen, device=gen.device) * ac.latent_noise
+        recon = trained(x, noise_std, gen).float()
         return F.mse_loss(recon, x) + ac.l1_weight * F.l1_loss(recon, x)
 
     optimizer = _adamw(model, ac.lr, cfg.weight_decay, dist)
@@ -586,6 +604,21 @@ def train_dcae(cfg: SanaTrainConfig, bank: SceneBank, dist: DistInfo, work_dir: 
     raw = encode_images(model, sample)
     model.config.scaling_factor = float(1.0 / raw.float().std().clamp_min(1e-6))
     return model, result
+
+
+class NoisyReconstruction(nn.Module):
+    """decode(encode(x) + noise_std * std(latents) * N(0, 1)): the DC-AE's training forward."""
+
+    def __init__(self, dcae: nn.Module):
+        super().__init__()
+        self.dcae = dcae
+
+    def forward(self, images: torch.Tensor, noise_std: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        latents = self.dcae.encode(images)
+        if bool((noise_std > 0).any()):
+            noise = torch.randn(latents.shape, generator=gen, device=latents.device, dtype=latents.dtype)
+            latents = latents + noise_std.to(latents.dtype) * latents.detach().std() * noise
+        return self.dcae.decode(latents)
 
 
 @torch.no_grad()
@@ -811,6 +844,10 @@ def write_model_card(out: Path, cfg: SanaTrainConfig, report: TrainReport, comma
                       + ", ".join(f"shift {k}: {v:.3f}" for k, v in m["flow_shift_validation"].items()))
     dcae_origin = (f" (this run started from the DC-AE of `{cfg.dcae.init_from}` and trained it "
                    f"{cfg.dcae.steps} more steps)" if cfg.dcae.init_from else "")
+    if cfg.dcae.latent_noise:
+        dcae_origin += (f", with Gaussian noise of up to {cfg.dcae.latent_noise} x the latent std added to its "
+                        "latents in training so that the decoder draws clean shapes from the imperfect latents "
+                        "of a small DiT")
     text = f"""# sana-shapes
 
 A small SANA text-to-image model trained from scratch on ShapeWorld ({cfg.data.size}x{cfg.data.size}
