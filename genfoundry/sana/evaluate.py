@@ -24,6 +24,8 @@ class GenEvalReport:
     per_category: dict[str, tuple[int, int]]  # category -> (correct, total)
     prompts: list[str] = field(default_factory=list)
     correct: list[bool] = field(default_factory=list)
+    # category -> {constraint type: images where it failed} (present, color, count, no_extra_objects, relation)
+    failures: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def overall(self) -> float:
@@ -39,6 +41,7 @@ class GenEvalReport:
             "per_category": {cat: {"correct": c, "total": t, "score": c / t if t else None}
                              for cat, (c, t) in self.per_category.items()},
             "prompts": len(self.prompts),
+            "failed_constraints": self.failures,
         }
 
 
@@ -63,15 +66,20 @@ def score_images(images: Sequence, prompts: Sequence[tuple[str, str]]) -> GenEva
     if len(images) != len(prompts):
         raise ValueError(f"got {len(images)} images for {len(prompts)} prompts")
     per_category = {cat: [0, 0] for cat in CATEGORIES}
+    failures: dict[str, dict[str, int]] = {}
     correct = []
     for image, (caption, category) in zip(images, prompts):
-        ok = bool(evaluate(image, caption)["correct"])
+        verdict = evaluate(image, caption)
+        ok = bool(verdict["correct"])
         per_category.setdefault(category, [0, 0])
         per_category[category][0] += ok
         per_category[category][1] += 1
         correct.append(ok)
+        for kind in sorted({c["type"] for c in verdict["constraints"] if not c["ok"]}):
+            counts = failures.setdefault(category, {})
+            counts[kind] = counts.get(kind, 0) + 1
     return GenEvalReport({k: (v[0], v[1]) for k, v in per_category.items() if v[1]},
-                         [p for p, _ in prompts], correct)
+                         [p for p, _ in prompts], correct, failures)
 
 
 def evaluate_geneval(
@@ -131,6 +139,10 @@ def format_table(report: GenEvalReport, psnr: float | None = None) -> str:
     total = sum(t for _, t in report.per_category.values())
     lines.append(f"| **overall** | {sum(c for c, _ in report.per_category.values())} | {total} | "
                  f"**{report.overall:.3f}** |")
+    if report.failures:
+        lines.append("\nFailed constraints (images per category; one image can fail several): " + "; ".join(
+            f"{cat}: " + ", ".join(f"{kind} {n}" for kind, n in sorted(kinds.items()))
+            for cat, kinds in report.failures.items()))
     if psnr is not None:
         lines.append(f"\nDC-AE reconstruction PSNR on held-out renders: **{psnr:.2f} dB**")
     return "\n".join(lines)
