@@ -290,7 +290,7 @@ class SanaPipeline:
         hub.write_json_atomic(path / MODEL_INDEX_NAME, {
             "_class_name": "SanaPipeline", "_diffusers_version": version,
             "scheduler": ["diffusers", "DPMSolverMultistepScheduler"],
-            "text_encoder": ["transformers", type(self.text_encoder.model).__name__],
+            "text_encoder": ["transformers", _transformers_class(self.text_encoder.model)],
             "tokenizer": ["transformers", type(self.text_encoder.tokenizer).__name__],
             "transformer": ["diffusers", "SanaTransformer2DModel"],
             "vae": ["diffusers", "AutoencoderDC"],
@@ -313,10 +313,15 @@ def _read_pipeline_config(folder: Path) -> SanaPipelineConfig:
     return config
 
 
+def _transformers_class(model: torch.nn.Module) -> str:
+    """The transformers class a folder of `model` loads as (genfoundry's native Llama saves as LlamaModel)."""
+    return getattr(model, "transformers_class", type(model).__name__)
+
+
 def _save_text_model(model: torch.nn.Module, folder: Path) -> None:
     """transformers layout (config.json + model.safetensors), written through the atomic hub writers."""
     config = model.config
-    config.architectures = [type(model).__name__]
+    config.architectures = [_transformers_class(model)]
     hub.write_text_atomic(folder / "config.json", config.to_json_string())
     hub.save_file(model.state_dict(), folder / "model.safetensors", metadata={"format": "pt"})
 

@@ -131,17 +131,26 @@ class TextEncoder(nn.Module):
         tokenizer_path: str | os.PathLike | None = None,
         dtype: torch.dtype | None = None,
         device: str | torch.device = "cpu",
+        native: bool | None = None,
         **options,
     ) -> TextEncoder:
         """Load a transformers model folder (`config.json` + weights) and its tokenizer (from
-        `tokenizer_path`, else the same folder, else a sibling `tokenizer/` as in a pipeline folder)."""
-        from transformers import AutoConfig, AutoModel, AutoTokenizer
+        `tokenizer_path`, else the same folder, else a sibling `tokenizer/` as in a pipeline folder).
 
+        `native` None (auto) computes a plain Llama with `llama_lite` (no transformers modelling import,
+        seconds faster to start) and everything else with transformers' AutoModel; True requires the
+        native path, False forces transformers."""
         folder = hub.resolve(path)
         if not (folder / "config.json").exists() and (folder / "text_encoder" / "config.json").exists():
             folder = folder / "text_encoder"
         if not (folder / "config.json").exists():
             raise hub.CheckpointError(f"{folder} has no config.json: not a transformers model folder")
+        tok_folder = Path(tokenizer_path) if tokenizer_path is not None else _find_tokenizer(folder)
+        model = _load_native(folder, dtype, required=native is True) if native is not False else None
+        if model is not None:
+            return cls(model.to(device).eval(), _load_tokenizer(tok_folder, prefer_fast_class=True), **options)
+        from transformers import AutoConfig, AutoModel
+
         try:
             AutoConfig.from_pretrained(folder)
         except (OSError, ValueError, KeyError) as err:
@@ -149,9 +158,8 @@ class TextEncoder(nn.Module):
                 f"{folder} is not a transformers text model folder (its config.json names no known "
                 f"model_type): {err}"
             ) from None
-        tok_folder = Path(tokenizer_path) if tokenizer_path is not None else _find_tokenizer(folder)
         try:
-            tokenizer = AutoTokenizer.from_pretrained(tok_folder)
+            tokenizer = _load_tokenizer(tok_folder)
             model = AutoModel.from_pretrained(folder, dtype=dtype)
         except (OSError, ValueError) as err:
             raise hub.CheckpointError(f"could not load the text encoder from {folder}: {err}") from None
@@ -161,6 +169,51 @@ class TextEncoder(nn.Module):
         """transformers layout: the model in `model_dir`, the tokenizer in `tokenizer_dir` (default: same)."""
         self.model.save_pretrained(model_dir)
         self.tokenizer.save_pretrained(tokenizer_dir if tokenizer_dir is not None else model_dir)
+
+
+def _load_native(folder: Path, dtype: torch.dtype | None, required: bool):
+    """A `LlamaLite` for a plain Llama folder with one model.safetensors, else None (or an error if required)."""
+    import json
+
+    from genfoundry.sana.llama_lite import LlamaLite, unsupported_reason
+
+    try:
+        raw = json.loads((folder / "config.json").read_text())
+    except json.JSONDecodeError as err:
+        raise hub.CheckpointError(f"{folder / 'config.json'} is not valid JSON: {err}") from None
+    weights = folder / "model.safetensors"
+    reason = unsupported_reason(raw) or (None if weights.is_file() else "no single model.safetensors")
+    if reason:
+        if required:
+            raise hub.CheckpointError(f"{folder}: the native Llama text encoder cannot load it: {reason}")
+        return None
+    tensors, _ = hub.load_file(weights)
+    # a *ForCausalLM folder: the decoder sits under "model." and the LM head is not needed
+    if any(k.startswith("model.") for k in tensors):
+        tensors = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    with torch.device("meta"):
+        model = LlamaLite(raw)
+    hub.check_state_dict(tensors, model.state_dict(), what=str(weights))
+    model.load_state_dict(tensors, assign=True)
+    stored = next(iter(tensors.values())).dtype
+    return model.to(dtype or stored)
+
+
+def _load_tokenizer(folder: Path, prefer_fast_class: bool = False):
+    """AutoTokenizer, or (when asked and the folder is a plain tokenizer.json) PreTrainedTokenizerFast
+    directly, which skips importing the auto-class registry."""
+    import json
+
+    config = folder / "tokenizer_config.json"
+    if prefer_fast_class and (folder / "tokenizer.json").is_file():
+        name = json.loads(config.read_text()).get("tokenizer_class") if config.is_file() else None
+        if name in (None, "PreTrainedTokenizerFast", "TokenizersBackend"):
+            from transformers import PreTrainedTokenizerFast
+
+            return PreTrainedTokenizerFast.from_pretrained(str(folder))
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(folder)
 
 
 def _find_tokenizer(folder: Path) -> Path:
