@@ -65,6 +65,21 @@ def test_save_load_round_trip_is_exact(tmp_path) -> None:
     assert torch.equal(codes_a, loaded.tokenize_image(render("a blue square", size=32, seed=2)))
 
 
+def test_half_precision_folder_loads_into_float32(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = VilaU(VilaUConfig.tiny()).eval()
+    model.save_pretrained(tmp_path / "m", dtype=torch.float16)
+    tensors, _ = hub.load_file(tmp_path / "m" / "llm" / "model.safetensors")
+    assert all(t.dtype == torch.float16 for t in tensors.values() if t.is_floating_point())
+    loaded = VilaU.from_pretrained(tmp_path / "m")
+    for (k, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
+        assert b.dtype == a.dtype, k
+        if a.is_floating_point():
+            assert torch.equal(b, a.half().float()), k  # exactly the fp16 rounding, nothing else
+        else:
+            assert torch.equal(a, b), k
+
+
 def test_resume_continues_from_the_latest_checkpoint(trained, app) -> None:
     result = CliRunner().invoke(app, ["train", "vilau", "--out", str(trained), "--preset", "tiny", "--tower-steps", "2",
                                       "--llm-steps", "3", "--batch-size", "4", "--warmup-steps", "1",

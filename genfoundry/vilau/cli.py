@@ -144,7 +144,7 @@ def train_vilau_command(
     num_workers: int = typer.Option(0, min=0, help="Data loader worker processes."),
     max_minutes_tower: Optional[float] = typer.Option(None, help="Stop stage 1 after this many minutes."),
     max_minutes_llm: Optional[float] = typer.Option(None, help="Stop stage 2 after this many minutes."),
-    video_fraction: float = typer.Option(0.05, help="Fraction of stage-2 samples that are moving-shape clips."),
+    video_fraction: float = typer.Option(0.05, help="Fraction of stage-2 batches made of moving-shape clips."),
 ) -> None:
     """Train VILA-U on ShapeWorld (resumes from the latest checkpoint in --out; torchrun for DDP)."""
     from genfoundry.vilau.data import MixConfig

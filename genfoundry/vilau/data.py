@@ -50,7 +50,7 @@ class MixConfig:
     generation_fraction: float = 0.4  # [text, image] samples (loss on codes)
     qa_fraction: float = 0.75  # of [image, text] samples: a question + answer (else the caption)
     caption_drop: float = 0.1  # generation captions replaced by " " (trains the CFG unconditional branch)
-    video_fraction: float = 0.05  # of samples replaced by a moving-shape clip
+    video_fraction: float = 0.05  # of stage-2 batches made of moving-shape clips
 
     def __post_init__(self) -> None:
         for name in ("generation_fraction", "qa_fraction", "caption_drop", "video_fraction"):

@@ -342,22 +342,31 @@ class VilaU(nn.Module):
                                top_k=top_k, top_p=top_p, temperature=temperature)[0]
 
     # ------------------------------------------------------------------ folders
-    def save_pretrained(self, path: str | os.PathLike) -> Path:
+    def save_pretrained(self, path: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
+        """Write the official-style folder; `dtype` (e.g. torch.float16) casts the floating-point weights
+        on disk (they load back into float32 modules)."""
+
+        def weights(module: nn.Module) -> dict[str, torch.Tensor]:
+            state = module.state_dict()
+            if dtype is None:
+                return state
+            return {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+
         path = Path(path)
         (path / "llm").mkdir(parents=True, exist_ok=True)
         hub.write_json_atomic(path / "config.json", self.config.to_dict())
         hub.write_json_atomic(path / "llm" / "config.json", json.loads(self.llm.config.to_json_string()))
-        hub.save_file(self.llm.state_dict(), path / "llm" / "model.safetensors", {"format": "pt"})
-        hub.save_file(self.depth_transformer.state_dict(), path / "llm" / "depth_transformer.safetensors",
+        hub.save_file(weights(self.llm), path / "llm" / "model.safetensors", {"format": "pt"})
+        hub.save_file(weights(self.depth_transformer), path / "llm" / "depth_transformer.safetensors",
                       {"format": "pt", "config": self.config.depth.to_dict()})
         self.tokenizer.save_pretrained(str(path / "llm"))
         hub.write_json_atomic(path / "vision_tower" / "config.json", self.config.tower.to_dict())
-        hub.save_file(self.tower.state_dict(), path / "vision_tower" / "model.safetensors", {"format": "pt"})
+        hub.save_file(weights(self.tower), path / "vision_tower" / "model.safetensors", {"format": "pt"})
         hidden = self.llm.config.hidden_size
         hub.write_json_atomic(path / "mm_projector" / "config.json",
                               {"mm_projector_type": "mlp2x_gelu", "in_features": self.config.tower.code_dim,
                                "hidden_size": hidden})
-        hub.save_file(self.mm_projector.state_dict(), path / "mm_projector" / "model.safetensors", {"format": "pt"})
+        hub.save_file(weights(self.mm_projector), path / "mm_projector" / "model.safetensors", {"format": "pt"})
         return path
 
     @classmethod

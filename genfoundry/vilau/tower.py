@@ -22,7 +22,7 @@ from torch import nn
 class TowerConfig:
     image_size: int = 64
     encoder: str = "conv"  # "conv" (ShapeWorld) or "siglip" (transformers SigLIP vision, official shape)
-    channels: tuple[int, ...] = (48, 96, 192)  # conv encoder stages; each halves the resolution
+    channels: tuple[int, ...] = (32, 64, 128)  # conv encoder stages; each halves the resolution
     siglip: dict[str, Any] | None = None  # SiglipVisionConfig kwargs when encoder == "siglip"
     code_dim: int = 32
     codebook_size: int = 512

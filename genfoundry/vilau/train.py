@@ -230,11 +230,14 @@ def stage2_batch(model: VilaU, batch: dict, step: int, cfg: TrainConfig, rank: i
     size = model.config.tower.image_size
     codes = model.tower.tokenize(batch["image"].to(device)).cpu()
     plan = batch_plan(len(codes), cfg.mix)
+    # A clip is video_frames images long; mixing one into an image batch would pad every sequence to
+    # its length, so a whole batch is either clips or still images (same expected fraction of clips).
+    clip_batch = random.Random(f"vilau-clips:{cfg.seed}:{step}").random() < cfg.mix.video_fraction
     sequences = []
     for i, generate in enumerate(plan):
         caption, qa = batch["caption"][i], batch["qa"][i]
         visual = Segment("image", codes[i])
-        if rng.random() < cfg.mix.video_fraction:
+        if clip_batch:
             clip = clip_at(cfg.seed * 1000 + rank, step * len(plan) + i, model.config.video_frames, size)
             frames = torch.stack([image_to_tensor(f) for f in clip.frames]).to(device)
             visual = Segment("video", list(model.tower.tokenize(frames).cpu()))
