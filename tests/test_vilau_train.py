@@ -163,3 +163,5 @@ def test_batch_plan_and_schedule() -> None:
         MixConfig(video_fraction=1.5)
     with pytest.raises(ValueError, match="preset"):
         TrainConfig(out="x", preset="huge")
+    with pytest.raises(ValueError, match="contrastive_weight"):
+        TrainConfig(out="x", contrastive_weight=0.0)

@@ -144,7 +144,9 @@ class LlamaLite(nn.Module):
         c = self.config.raw
         hidden = int(c["hidden_size"])
         self.head_dim = int(c.get("head_dim") or hidden // int(c["num_attention_heads"]))
-        self.embed_tokens = nn.Embedding(int(c["vocab_size"]), hidden, padding_idx=c.get("pad_token_id"))
+        # weights come from load_state_dict: no random init (on the meta device it would import torch._dynamo)
+        self.embed_tokens = nn.Embedding(int(c["vocab_size"]), hidden, padding_idx=c.get("pad_token_id"),
+                                         _weight=torch.empty(int(c["vocab_size"]), hidden))
         self.layers = nn.ModuleList(DecoderLayer(c, self.head_dim) for _ in range(int(c["num_hidden_layers"])))
         self.norm = RMSNorm(hidden, float(c.get("rms_norm_eps", 1e-6)))
 

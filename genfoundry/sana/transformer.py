@@ -182,7 +182,7 @@ class SanaBlock(nn.Module):
                                     cfg.cross_attention_head_dim, qk_norm=cfg.qk_norm)
         self.norm2 = nn.LayerNorm(dim, eps=cfg.norm_eps) if cfg.norm_elementwise_affine else None
         self.ff = GLUMBConv(dim, dim, cfg.mlp_ratio)
-        self.scale_shift_table = nn.Parameter(torch.randn(6, dim) / dim**0.5)
+        self.scale_shift_table = nn.Parameter(torch.randn(6, dim).div_(dim**0.5))  # in place: on the meta device "/" imports torch._dynamo (~1 s)
 
     def forward(
         self,
@@ -220,7 +220,7 @@ class SanaTransformer(nn.Module):
         self.caption_projection = CaptionProjection(cfg.caption_channels, dim)
         self.caption_norm = RMSNorm(dim, eps=1e-5)
         self.transformer_blocks = nn.ModuleList([SanaBlock(cfg) for _ in range(cfg.num_layers)])
-        self.scale_shift_table = nn.Parameter(torch.randn(2, dim) / dim**0.5)
+        self.scale_shift_table = nn.Parameter(torch.randn(2, dim).div_(dim**0.5))
         self.proj_out = nn.Linear(dim, cfg.patch_size**2 * cfg.out_dim)
 
     @property

@@ -1,0 +1,69 @@
+"""The embedded default `vila-u-shapes`: official-style folder within the size budget, `ask` and
+`imagine` use it with no --model, and it still answers and draws held-out ShapeWorld above a floor
+(regression floors well below what its model card reports)."""
+
+import re
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from genfoundry import hub
+from genfoundry.cli import app
+from genfoundry.shapes import render
+
+pytestmark = pytest.mark.skipif("vila-u-shapes" not in hub.zoo_names(),
+                                reason="vila-u-shapes is not in genfoundry/zoo")
+
+
+@pytest.fixture(scope="module")
+def model():
+    from genfoundry.vilau import VilaU
+
+    return VilaU.from_pretrained("vila-u-shapes")
+
+
+def _claimed(label: str) -> float:
+    card = (hub.resolve("vila-u-shapes") / "README.md").read_text()
+    found = re.search(rf"\| {re.escape(label)} \| \*\*([0-9.]+)\*\* \|", card)
+    assert found, f"the model card has no '| {label} | **x** |' row"
+    return float(found.group(1))
+
+
+def test_embedded_model_files_and_card():
+    folder = hub.resolve("vila-u-shapes")
+    total = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    assert total <= 40e6
+    for part in ("config.json", "llm/config.json", "llm/model.safetensors", "llm/tokenizer.json",
+                 "vision_tower/model.safetensors", "mm_projector/model.safetensors"):
+        assert (folder / part).is_file(), part
+    card = (folder / "README.md").read_text()
+    assert "genfoundry train vilau" in card
+    assert 0.0 < _claimed("VQA accuracy") <= 1.0 and 0.0 < _claimed("generation score") <= 1.0
+
+
+def test_ask_and_imagine_with_no_model_flag(tmp_path):
+    image = tmp_path / "in.png"
+    render("a red circle", size=64, seed=3).save(image)
+    asked = CliRunner().invoke(app, ["ask", str(image), "what color is the circle?"])
+    assert asked.exit_code == 0, asked.output
+    assert asked.output.strip().splitlines()[-1] == "red"
+    out = tmp_path / "out.png"
+    drawn = CliRunner().invoke(app, ["imagine", "a blue square", "-o", str(out), "--seed", "0"])
+    assert drawn.exit_code == 0, drawn.output
+    assert Image.open(out).size == (64, 64)
+
+
+def test_answers_held_out_questions_above_a_floor(model):
+    from genfoundry.vilau.evaluate import evaluate_vqa
+
+    report = evaluate_vqa(model, n_images=30, per_image=2, seed=17)
+    assert report["accuracy"] >= 0.8 * _claimed("VQA accuracy"), report
+
+
+def test_draws_held_out_captions_above_a_floor(model):
+    from genfoundry.vilau.evaluate import evaluate_generation
+
+    report = evaluate_generation(model, per_category=6, cfg=3.0, seed=17)
+    # 30 prompts: half the claimed score leaves room for sampling noise, not for a broken model
+    assert report["score"] >= 0.5 * _claimed("generation score"), report
