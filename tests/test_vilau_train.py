@@ -109,6 +109,27 @@ def test_cli_ask_and_imagine(trained, app, tmp_path) -> None:
     assert Image.open(out).size == (32, 32)
 
 
+def test_eval_writes_results_and_a_model_card(trained, app, tmp_path) -> None:
+    import re
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(trained / "model", model)
+    out = tmp_path / "eval.json"
+    result = CliRunner().invoke(app, ["eval", "vilau", "--model", str(model), "--quick", "--cfgs", "1,3",
+                                      "--out", str(out), "--device", "cpu", "--card", str(trained)])
+    assert result.exit_code == 0, result.output
+    results = json.loads(out.read_text())
+    assert set(results["generation"]) == {"1.0", "3.0"}
+    card = (model / "README.md").read_text()
+    vqa = float(re.search(r"\| VQA accuracy \| \*\*([0-9.]+)\*\* \|", card).group(1))
+    assert vqa == pytest.approx(results["vqa"]["accuracy"], abs=1e-3)
+    assert f"--out {trained}" in card and "--tower-steps 2" in card and "| tower | 2 |" in card
+    bad = CliRunner().invoke(app, ["eval", "vilau", "--model", str(model), "--quick", "--out", str(out),
+                                   "--card", str(tmp_path)])
+    assert bad.exit_code != 0 and "not a training run folder" in " ".join(bad.output.replace("│", " ").split())
+
+
 @pytest.mark.parametrize("args, message", [
     (["imagine", "a red circle", "-o", "x.png", "--cfg", "-1"], "cfg must be >= 0"),
     (["ask", "IMAGE", "  "], "question is empty"),

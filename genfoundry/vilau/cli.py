@@ -107,6 +107,8 @@ def eval_vilau_command(
     quick: bool = typer.Option(False, help="A few samples only (smoke test)."),
     cfgs: str = typer.Option("1,2,3,5", help="CFG scales for the generation study."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    card: Optional[Path] = typer.Option(None, help="Training run folder: write the model card (README.md) "
+                                                   "into the model folder from its config, log and these results."),
 ) -> None:
     """Held-out ShapeWorld: VQA, generation score per CFG, reconstruction PSNR, caption retrieval."""
     from genfoundry.vilau.evaluate import evaluate_all, results_markdown, write_results
@@ -117,11 +119,22 @@ def eval_vilau_command(
         raise typer.BadParameter(f"--cfgs must be comma-separated numbers, got {cfgs!r}") from None
     if not scales or min(scales) < 0:
         raise typer.BadParameter(f"--cfgs needs numbers >= 0, got {cfgs!r}")
+    if card is not None:
+        if not Path(model).is_dir():
+            raise typer.BadParameter("--card writes into the model folder: give --model a local folder",
+                                     param_hint="--card")
+        if not (card / "train_config.json").is_file() or not (card / "log.jsonl").is_file():
+            raise typer.BadParameter(f"{card} is not a training run folder (train_config.json, log.jsonl)",
+                                     param_hint="--card")
     vila = _load(model, device)
     results = evaluate_all(vila, quick=quick, cfgs=scales)
     results["model"] = model
     write_results(results, out, out.with_suffix(".md"))
     typer.echo(results_markdown(results))
+    if card is not None:
+        from genfoundry.vilau.card import write_model_card
+
+        typer.echo(f"wrote {write_model_card(Path(model), results, card)}")
 
 
 def train_vilau_command(
