@@ -20,7 +20,10 @@ def _stage_rows(log_path: Path) -> list[str]:
         k = max(1, len(records) // 10)
         first = sum(r["loss"] for r in records[:k]) / k
         last = sum(r["loss"] for r in records[-k:]) / k
-        rows.append(f"| {stage} | {records[-1]['step']} | {records[-1]['seconds']:.0f} | {first:.4g} | {last:.4g} |")
+        # "seconds" counts from the start of each (re)started run: sum the runs' last values
+        seconds = sum(a["seconds"] for a, b in zip(records, records[1:]) if b["seconds"] < a["seconds"])
+        seconds += records[-1]["seconds"]
+        rows.append(f"| {stage} | {records[-1]['step']} | {seconds:.0f} | {first:.4g} | {last:.4g} |")
     return rows
 
 
