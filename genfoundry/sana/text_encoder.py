@@ -8,6 +8,7 @@ last token). The negative prompt is encoded without CHI.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -148,7 +149,7 @@ class TextEncoder(nn.Module):
         tok_folder = Path(tokenizer_path) if tokenizer_path is not None else _find_tokenizer(folder)
         model = _load_native(folder, dtype, required=native is True) if native is not False else None
         if model is not None:
-            return cls(model.to(device).eval(), _load_tokenizer(tok_folder, prefer_fast_class=True), **options)
+            return cls(model.to(device).eval(), _load_tokenizer(tok_folder), **options)
         from transformers import AutoConfig, AutoModel
 
         try:
@@ -173,8 +174,6 @@ class TextEncoder(nn.Module):
 
 def _load_native(folder: Path, dtype: torch.dtype | None, required: bool):
     """A `LlamaLite` for a plain Llama folder with one model.safetensors, else None (or an error if required)."""
-    import json
-
     from genfoundry.sana.llama_lite import LlamaLite, unsupported_reason
 
     try:
@@ -199,15 +198,13 @@ def _load_native(folder: Path, dtype: torch.dtype | None, required: bool):
     return model.to(dtype or stored)
 
 
-def _load_tokenizer(folder: Path, prefer_fast_class: bool = False):
-    """AutoTokenizer, or (when asked and the folder is a plain tokenizer.json) PreTrainedTokenizerFast
-    directly, which skips importing the auto-class registry."""
-    import json
-
+def _load_tokenizer(folder: Path):
+    """PreTrainedTokenizerFast directly when the folder is a plain tokenizer.json (the class AutoTokenizer
+    would pick, without importing its registry), else AutoTokenizer."""
     config = folder / "tokenizer_config.json"
-    if prefer_fast_class and (folder / "tokenizer.json").is_file():
+    if (folder / "tokenizer.json").is_file():
         name = json.loads(config.read_text()).get("tokenizer_class") if config.is_file() else None
-        if name in (None, "PreTrainedTokenizerFast", "TokenizersBackend"):
+        if name in ("PreTrainedTokenizerFast", "TokenizersBackend"):
             from transformers import PreTrainedTokenizerFast
 
             return PreTrainedTokenizerFast.from_pretrained(str(folder))

@@ -42,7 +42,7 @@ def _command(config: dict) -> str:
     return " ".join(shlex.quote(a) for a in args)
 
 
-def model_card(results: dict, run_dir: Path, name: str = "vila-u-shapes", threads: str = "") -> str:
+def model_card(results: dict, run_dir: Path, name: str = "vila-u-shapes") -> str:
     config = json.loads((run_dir / "train_config.json").read_text())
     vqa, rec, ret = results["vqa"], results["reconstruction"], results["retrieval"]
     gens = results["generation"]
@@ -64,7 +64,7 @@ def model_card(results: dict, run_dir: Path, name: str = "vila-u-shapes", thread
         "counting, colors, position in equal shares), a fresh deterministic batch per step; evaluation uses a "
         "seed no training stream uses (`genfoundry/vilau/evaluate.py`).", "",
         "## Command", "```", _command(config), "```",
-        f"(then `model/` was saved in fp16 to `genfoundry/zoo/{name}`). {threads}".rstrip(), "",
+        f"(then `model/` was saved in fp16 to `genfoundry/zoo/{name}`).", "",
         "| stage | steps | seconds | loss (first 10%) | loss (last 10%) |", "| --- | ---: | ---: | ---: | ---: |",
         *_stage_rows(run_dir / "log.jsonl"), "",
         "## Metrics (held-out ShapeWorld, `genfoundry eval vilau`)", "",
@@ -93,7 +93,7 @@ def model_card(results: dict, run_dir: Path, name: str = "vila-u-shapes", thread
     return "\n".join(lines)
 
 
-def write_model_card(folder: Path, results: dict, run_dir: Path, name: str = "vila-u-shapes", threads: str = "") -> Path:
+def write_model_card(folder: Path, results: dict, run_dir: Path, name: str = "vila-u-shapes") -> Path:
     path = Path(folder) / "README.md"
-    hub.write_text_atomic(path, model_card(results, Path(run_dir), name, threads))
+    hub.write_text_atomic(path, model_card(results, Path(run_dir), name))
     return path
