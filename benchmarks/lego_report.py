@@ -1,10 +1,12 @@
 """LEGO report: generated accelerators vs a Gemmini-like baseline, measured side by side in one run.
 
 Sections (all written to benchmarks/results/lego_report.{json,md}):
-1. SANA-0.6B and VILA-U layers at matched resources (256 MACs = 16x16, 256 KB buffer, 16 GB/s):
-   system cycles, PE utilisation and energy from the shared cost model (genfoundry/lego/cost.py),
-   LEGO (os/ws/is fused, native conv) vs Gemmini-like (os/ws, GEMM-only with im2col).
-2. Yosys area (synth + stat) of single-dataflow designs vs the fused os+ws+is design.
+1. SANA-0.6B, VILA-U and SANA-0.6B with SVDQuant W4A4 linears (sana-svdq) at matched resources
+   (256 int8 MACs = 16x16 FUs, 256 KB scratchpad, 16 GB/s): system cycles, FU utilisation and energy
+   from the shared cost model (genfoundry/lego/cost.py), LEGO (os/ws/is/ws-tree fused, native conv,
+   four int4 products per int8 multiplier) vs Gemmini-like (os/ws, int8 GEMM-only with im2col).
+2. Yosys area (synth + stat) of single-dataflow designs vs the fused os+ws+is design, and of the
+   int4-lane FU array vs the int8 one.
 3. Pipeline-register bits inserted by LP delay matching vs naive (ASAP) balancing.
 4. Generation + RTL verification time (compile, simulate, compare with numpy) vs array size.
 
@@ -29,12 +31,13 @@ RESULTS = Path(__file__).parent / "results"
 
 def model_section(quick: bool) -> dict:
     out = {}
-    for model in ("sana-0.6b", "vila-u"):
+    for model in ("sana-0.6b", "vila-u", "sana-svdq"):
         layers = workloads.model_layers(model)
         if quick:
             layers = layers[:2] + [l for l in layers if l.spec.startswith("dwconv")][:1]
         rows = []
-        tot = {"lego_cycles": 0, "gemmini_cycles": 0, "lego_energy_pj": 0.0, "gemmini_energy_pj": 0.0, "macs": 0}
+        tot = {"lego_cycles": 0, "gemmini_cycles": 0, "lego_energy_pj": 0.0, "gemmini_energy_pj": 0.0, "macs": 0,
+               "lego_busy": 0.0, "gemmini_busy": 0.0}
         for layer in layers:
             t = time.perf_counter()
             c = baseline.compare(layer.spec)
@@ -50,11 +53,13 @@ def model_section(quick: bool) -> dict:
             tot["lego_energy_pj"] += layer.count * row["lego_energy_pj"]
             tot["gemmini_energy_pj"] += layer.count * row["gemmini_energy_pj"]
             tot["macs"] += layer.count * lego.parse_workload(layer.spec).macs
+            tot["lego_busy"] += layer.count * row["lego_util"] * row["lego_cycles"]
+            tot["gemmini_busy"] += layer.count * row["gemmini_util"] * row["gemmini_cycles"]
             print(f"  {model:10s} {layer.name:36s} speedup {row['speedup']:.2f}x energy {row['energy_ratio']:.2f}x", flush=True)
         tot["speedup"] = tot["gemmini_cycles"] / tot["lego_cycles"]
         tot["energy_ratio"] = tot["gemmini_energy_pj"] / tot["lego_energy_pj"]
-        tot["lego_util"] = tot["macs"] / (tot["lego_cycles"] * 256)
-        tot["gemmini_util"] = tot["macs"] / (tot["gemmini_cycles"] * 256)
+        tot["lego_util"] = tot.pop("lego_busy") / tot["lego_cycles"]
+        tot["gemmini_util"] = tot.pop("gemmini_busy") / tot["gemmini_cycles"]
         out[model] = {"layers": rows, "total": tot}
     return out
 
@@ -72,7 +77,16 @@ def area_section(quick: bool) -> dict:
         print(f"  area {'+'.join(dfs):10s} {s['area_nand2']:.0f} NAND2-eq, {s['ff_bits']} FF bits", flush=True)
     largest = max(v["area_nand2"] for k, v in rows.items() if "+" not in k)
     fused = rows["os+ws+is"]["area_nand2"]
-    return {"array": f"{n}x{n}", "workload": spec, "designs": rows, "fused_over_largest_single": fused / largest}
+    # precision: the same ws array with int8 FUs, int4-lane FUs (4 products each), and the SVDQuant
+    # operator's FUs (int4 lanes + the int16 low-rank multiply)
+    precision = {}
+    for label, pspec in (("int8 gemm", spec), ("int4 gemm, 4 lanes", f"{spec}:w4"),
+                         ("svdq (int4 lanes + int16)", f"svdq:{2 * n}x{2 * n}x{2 * n}x{n}")):
+        s = lego.compile(pspec, lego.Arch(n, n, ("ws",))).synthesize()
+        precision[label] = {"spec": pspec} | {k: s[k] for k in ("cells", "ff_bits", "area_nand2")}
+        print(f"  area {label:28s} {s['area_nand2']:.0f} NAND2-eq", flush=True)
+    return {"array": f"{n}x{n}", "workload": spec, "designs": rows, "fused_over_largest_single": fused / largest,
+            "precision": precision}
 
 
 def register_section(quick: bool) -> dict:
@@ -158,6 +172,12 @@ def markdown(res: dict) -> str:
     for k, v in a["designs"].items():
         md.append(f"| {k} | {v['cells']} | {v['ff_bits']} | {v['muxes']} | {v['area_nand2']:.0f} | {v['mode_muxes']} |")
     md += ["", f"Fused / largest single: **{a['fused_over_largest_single']:.2f}x**", ""]
+    if a.get("precision"):
+        md += [f"FU precision, `ws` dataflow, {a['array']} array:", "", "| FUs | spec | cells | FF bits | NAND2-eq |",
+               "| --- | --- | ---: | ---: | ---: |"]
+        for k, v in a["precision"].items():
+            md.append(f"| {k} | `{v['spec']}` | {v['cells']} | {v['ff_bits']} | {v['area_nand2']:.0f} |")
+        md.append("")
     r = res["registers"]
     md += ["## Pipeline-register bits: LP delay matching vs naive balancing", "", "| array | dataflows | LP bits | naive bits | saving |",
            "| --- | --- | ---: | ---: | ---: |"]

@@ -1,7 +1,7 @@
 """`genfoundry rtl` commands.
 
   genfoundry rtl WORKLOAD --array 16x16 --dataflow os,ws -o DIR
-      compile WORKLOAD (gemm:MxNxK, conv2d:CxHxWxKxRxS, ..., or model:sana-0.6b / model:vila-u /
+      compile WORKLOAD (gemm:MxNxK[:wB], conv2d:CxHxWxKxRxS, svdq:MxNxKxR, ..., or model:sana-0.6b / model:vila-u /
       model:dc-ae / model:sana-svdq) and write DIR/lego_top.v, DIR/tb_core.v, DIR/design.json and
       DIR/report.json. For model:NAME the RTL is the design of its first layer and report.json lists
       every layer with LEGO and Gemmini-like estimates.

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from . import cost as cost_model
-from . import fuse, pipelining, simulate as sim
+from . import fuse, packing, pipelining, simulate as sim
 from .graph import ModePlan, schedule_mode
 from .ir import LegoError, Workload, bind
 from .verilog import Hardware, emit, hardware_of
@@ -29,6 +29,8 @@ class Arch:
     pipelining: str = "lp"  # "lp" or "naive"
     prefer_chains: bool = True  # fusion heuristic: reuse links other modes already built
     reduction: str = "tree"  # spatial (dt = 0) partial-sum reductions: balanced "tree" or "chain"
+    mac_bits: int = 8  # operand width one FU multiplier is sized for; narrower stages pack lanes
+    pack_subwords: bool = True  # run stages of <= mac_bits/2-bit operands as lane dot products
 
     def __post_init__(self) -> None:
         if self.rows < 1 or self.cols < 1:
@@ -39,6 +41,8 @@ class Arch:
             raise LegoError(f"pipelining {self.pipelining!r}: expected 'lp' or 'naive'")
         if self.reduction not in ("tree", "chain"):
             raise LegoError(f"reduction {self.reduction!r}: expected 'tree' or 'chain'")
+        if self.mac_bits < 2:
+            raise LegoError(f"mac_bits {self.mac_bits}: expected at least 2")
 
     @classmethod
     def parse(cls, array: str = "4x4", dataflow: str = "os", **kw) -> "Arch":
@@ -62,6 +66,8 @@ class Design:
     naive_register_bits: int = 0
     lp_register_bits: int = 0
     muxes: int = 0
+    hw_workload: Workload | None = None  # what the buffers hold: `workload` with sub-word stages packed
+    packed: dict = field(default_factory=dict)  # input tensor -> packing.PackedTensor
 
     # ---------------------------------------------------------------- outputs
     def write_verilog(self, directory: str | Path) -> list[Path]:
@@ -80,7 +86,8 @@ class Design:
                 "dataflows": [d if isinstance(d, str) else d.name for d in self.arch.dataflows],
                 "acc_width": self.arch.acc_width, "max_time_tile": self.arch.max_time_tile,
                 "pipelining": self.arch.pipelining, "prefer_chains": self.arch.prefer_chains,
-                "reduction": self.arch.reduction}
+                "reduction": self.arch.reduction, "mac_bits": self.arch.mac_bits,
+                "pack_subwords": self.arch.pack_subwords}
 
     def report(self) -> dict:
         est = self.estimate()
@@ -93,6 +100,7 @@ class Design:
                        "banks": {sp.tensor: sp.layout.banks for sp in m.slots} | {m.output.tensor: m.output.layout.banks},
                        "multiport": [sp.tensor for sp in m.slots if sp.layout.multiport]} for m in self.modes],
             "schedule": {self.workload.stages[s].name: self.modes[mi].name for s, mi in self.choice.items()},
+            "lanes": {st.name: st.lanes for st in (self.hw_workload or self.workload).stages},
             "pipeline_register_bits": {"lp": self.lp_register_bits, "naive": self.naive_register_bits},
             "muxes": self.muxes,
             "estimate": est,
@@ -125,6 +133,7 @@ class Design:
             if x.size and (x.min() < lo or x.max() > hi):
                 raise LegoError(f"simulate: tensor {n} has values outside int{wl.widths[n]} [{lo}, {hi}]")
             env[n] = x.astype(np.int64)
+        env = packing.pack_inputs(env, self.packed)
         if not self.verilog:
             raise LegoError("simulate: this design was compiled with emit_verilog=False")
         kind = sim.available_simulator(simulator)
@@ -168,8 +177,9 @@ def compile(workload: str | Workload, arch: Arch | None = None, emit_verilog: bo
     t_start = time.perf_counter()
     wl = parse_workload(workload) if isinstance(workload, str) else workload
     arch = arch or Arch()
-    mappings, stage_modes = _mappings(wl, arch)
-    widths = dict(wl.widths)
+    hw_wl, packed = packing.pack_workload(wl, arch.mac_bits) if arch.pack_subwords else (wl, {})
+    mappings, stage_modes = _mappings(hw_wl, arch)
+    widths = dict(hw_wl.widths)
     modes = fuse.plan_fused(mappings, widths, arch.acc_width, arch.prefer_chains, arch.reduction)
     lp_bits = naive_bits = 0
     for m in modes:
@@ -180,10 +190,12 @@ def compile(workload: str | Workload, arch: Arch | None = None, emit_verilog: bo
         schedule_mode(m, r=r_lp if arch.pipelining == "lp" else r_nv)
     hw = hardware_of(modes, arch.rows, arch.cols, arch.acc_width)
     verilog = emit(modes, hw) if emit_verilog else ""
-    design = Design(wl, arch, modes, hw, verilog, stage_modes, {}, 0.0, naive_bits, lp_bits, fuse.count_muxes(modes))
+    design = Design(wl, arch, modes, hw, verilog, stage_modes, {}, 0.0, naive_bits, lp_bits, fuse.count_muxes(modes),
+                    hw_wl, packed)
     for s, ms in stage_modes.items():
         # run each stage in the mode the system-level model (16 GB/s DRAM) finds fastest
-        design.choice[s] = min(ms, key=lambda mi: (cost_model.mode_system_cycles(modes[mi]), cost_model.mode_cycles(modes[mi])))
+        design.choice[s] = min(ms, key=lambda mi: (cost_model.mode_system_cycles(modes[mi], mac_bits=arch.mac_bits),
+                                            cost_model.mode_cycles(modes[mi])))
     design.compile_seconds = time.perf_counter() - t_start
     return design
 
@@ -196,7 +208,8 @@ def load_design(directory: str | Path) -> Design:
         raise LegoError(f"{d}: no design.json; expected a directory written by `genfoundry rtl`")
     man = json.loads(f.read_text())
     arch = Arch(man["rows"], man["cols"], tuple(man["dataflows"]), man["acc_width"], man["max_time_tile"],
-                man["pipelining"], man["prefer_chains"], man.get("reduction", "tree"))
+                man["pipelining"], man["prefer_chains"], man.get("reduction", "tree"), man.get("mac_bits", 8),
+                man.get("pack_subwords", True))
     design = compile(man["workload"], arch)
     on_disk = (d / "lego_top.v").read_text() if (d / "lego_top.v").exists() else None
     if on_disk is not None and on_disk != design.verilog:

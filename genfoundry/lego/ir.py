@@ -70,6 +70,8 @@ class Stage:
     output: Access
     inputs: tuple[Access, ...]
     roles: tuple[str, str, str]  # (m, n, k): output row, output column, reduction — for named dataflows
+    lanes: int = 1  # products per FU per cycle over packed reduction lanes (see packing.py)
+    lane_width: int = 0  # bits of one lane of a packed operand word (0: not packed)
 
     def dim_index(self, dim: str) -> int:
         if dim not in self.dims:
@@ -81,6 +83,7 @@ class Stage:
 
     @property
     def macs(self) -> int:
+        """Multiply-accumulates of the loop nest (for a packed stage: FU operations of `lanes` MACs each)."""
         return int(np.prod(self.bounds))
 
 

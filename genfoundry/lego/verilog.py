@@ -325,8 +325,29 @@ def emit(modes: list[ModePlan], hw: Hardware, name: str = "lego_top") -> str:
         W(f"  reg signed [{ACCW - 1}:0] {mul}_d0, {acc}_d0;")
         for j, wd in enumerate(hw.slot_width):
             _mode_select(W, f"signed [{wd - 1}:0]", f"opm{j}_{sid}", opsel[j], nm, f"{wd}'sd0")
-        prod = " * ".join(f"$signed(opm{j}_{sid})" for j in range(len(hw.slot_width)))
-        W(f"  wire signed [{ACCW - 1}:0] {mul}_p = {prod};")
+        # the multiply of a mode: one product, or for a packed stage the dot product of its lanes
+        products: dict[int, str] = {}
+        for m in modes:
+            if s not in m.active:
+                continue
+            st = m.stage
+            if st.lanes > 1:
+                a, b = (f"opm{sp.index}_{sid}" for sp in m.slots)
+                w = st.lane_width
+                products[m.index] = " + ".join(f"$signed({a}[{l * w} +: {w}]) * $signed({b}[{l * w} +: {w}])"
+                                               for l in range(st.lanes))
+            else:
+                products[m.index] = " * ".join(f"$signed(opm{j}_{sid})" for j in range(len(hw.slot_width)))
+        if len(set(products.values())) == 1:
+            W(f"  wire signed [{ACCW - 1}:0] {mul}_p = {next(iter(products.values()))};")
+        else:
+            names = {}
+            for mi, expr in products.items():
+                names.setdefault(expr, f"{mul}_p{len(names)}")
+            for expr, wire in names.items():
+                W(f"  wire signed [{ACCW - 1}:0] {wire} = {expr};")
+            _mode_select(W, f"signed [{ACCW - 1}:0]", f"{mul}_p", {mi: names[e] for mi, e in products.items()},
+                         nm, f"{ACCW}'sd0")
         vt = {m.index: tap(m.index, val, mul) for m in modes if s in m.active}
         _mode_select(W, "", f"{mul}_v", vt, nm, "1'b0")
         W(f"  always @(posedge clk) {mul}_d0 <= {mul}_v ? {mul}_p : {ACCW}'sd0;")

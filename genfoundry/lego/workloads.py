@@ -3,7 +3,7 @@ the GEMM / conv / attention shapes of the models genfoundry implements.
 
 Spec strings and tensor names (inputs -> outputs):
 
-  gemm:MxNxK                 A [M,K], B [K,N]                -> C [M,N]
+  gemm:MxNxK[:wB]            A [M,K], B [K,N] (B-bit, default 8) -> C [M,N]
   bgemm:BxMxNxK              A [B,M,K], B [B,K,N]            -> C [B,M,N]
   conv2d:CxHxWxKxRxS[:sT]    X [C,H,W], W [K,C,R,S] (stride T, no padding) -> Y [K,OH,OW]
   dwconv:CxHxWxRxS[:sT]      X [C,H,W], W [C,R,S]            -> Y [C,OH,OW]   (depthwise)
@@ -55,9 +55,15 @@ def parse_workload(spec: str) -> Workload:
             raise LegoError(f"workload {spec!r}: stride suffix must look like ':s2'")
         stride = int(st[1:])
     if kind == "gemm":
+        bits = 8
+        if ":" in rest:
+            rest, wb = rest.split(":", 1)
+            if not re.fullmatch(r"w\d+", wb) or not 2 <= int(wb[1:]) <= 16:
+                raise LegoError(f"workload {spec!r}: operand-width suffix must look like ':w4' (2 to 16 bits)")
+            bits = int(wb[1:])
         M, N, K = _dims(rest, 3, kind, "MxNxK")
         st = parse_stage("C[m,n] += A[m,k] * B[k,n]", {"m": M, "n": N, "k": K}, "gemm", ("m", "n", "k"))
-        return _workload(spec, [st], {"A": 8, "B": 8, "C": 32}, ("A", "B"), ("C",))
+        return _workload(spec, [st], {"A": bits, "B": bits, "C": 32}, ("A", "B"), ("C",))
     if kind == "bgemm":
         Bt, M, N, K = _dims(rest, 4, kind, "BxMxNxK")
         st = parse_stage("C[b,m,n] += A[b,m,k] * B[b,k,n]", {"b": Bt, "m": M, "n": N, "k": K}, "bgemm", ("m", "n", "k"))
@@ -254,11 +260,24 @@ def model_layers(name: str) -> list[Layer]:
             rows.append(Layer(f"decoder stage {i} conv3x3", f"conv2d:{ch}x{hw + 2}x{hw + 2}x{ch}x3x3", 2))
         return rows
     if name in ("sana-svdq", "svdquant"):
+        # SANA-0.6B as SVDQuant deploys it: the linears on image tokens are W4A4 with a rank-32 int16
+        # branch (its down projection X L1 is its own int16 GEMM); the cross-attention K/V projections
+        # of the text stay 16-bit; attention products and the depthwise conv as in sana-0.6b (int8)
         c = _sana_config()
-        T, D, F = c["latent_hw"] ** 2, c["hidden"], c["ffn"]
-        return [
-            Layer("qkv W4A4 + low-rank 32", f"svdq:{T}x{3 * D}x{D}x32", c["depth"]),
-            Layer("FFN up W4A4 + low-rank 32", f"svdq:{T}x{2 * F}x{D}x32", c["depth"]),
-            Layer("FFN down W4A4 + low-rank 32", f"svdq:{T}x{D}x{F}x32", c["depth"]),
-        ]
+        T, D, F, R = c["latent_hw"] ** 2, c["hidden"], c["ffn"], 32
+        quantized = {"self-attn qkv": (3 * D, D), "self-attn out": (D, D), "cross-attn q": (D, D),
+                     "cross-attn out": (D, D), "Mix-FFN inverted conv 1x1": (2 * F, D),
+                     "Mix-FFN point conv 1x1": (D, F)}
+        rows = []
+        for layer in model_layers("sana-0.6b"):
+            if layer.name == "cross-attn kv":
+                rows.append(Layer(f"{layer.name} (int16)", f"{layer.spec}:w16", layer.count))
+                continue
+            if layer.name not in quantized:
+                rows.append(layer)
+                continue
+            N, K = quantized[layer.name]
+            rows.append(Layer(f"{layer.name} low-rank down (int16)", f"gemm:{T}x{R}x{K}:w16", layer.count))
+            rows.append(Layer(f"{layer.name} W4A4 + low-rank up", f"svdq:{T}x{N}x{K}x{R}", layer.count))
+        return rows
     raise LegoError(f"unknown model {name!r}; expected sana-0.6b, vila-u, dc-ae or sana-svdq")

@@ -1,0 +1,112 @@
+"""Sub-word packing (four int4 products per FU), the SVDQuant operator on it, and the scratchpad model."""
+
+import shutil
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from genfoundry import lego
+from genfoundry.lego import baseline, cost, packing
+
+needs_iverilog = pytest.mark.skipif(shutil.which("iverilog") is None, reason="needs Icarus Verilog")
+
+
+def test_pack_tensor_lanes_hold_the_values_in_order():
+    x = np.array([[-8, 7, -1, 0, 3], [1, -2, 5, -7, -8]])
+    words = packing.pack_tensor(x, packing.PackedTensor(axis=1, lanes=4, lane_width=4))
+    assert words.shape == (2, 2)
+    for i in range(2):
+        lanes = [(int(words[i, j]) >> (4 * l)) & 0xF for j in range(2) for l in range(4)]
+        signed = [v - 16 if v >= 8 else v for v in lanes]
+        assert signed == list(x[i]) + [0, 0, 0]  # zero padding to a multiple of four lanes
+    col = packing.pack_tensor(x.T, packing.PackedTensor(axis=0, lanes=4, lane_width=4))
+    assert np.array_equal(col, words.T)
+
+
+def test_pack_workload_packs_only_narrow_two_operand_stages():
+    wl = lego.parse_workload("svdq:5x6x11x3")
+    hw, packed = packing.pack_workload(wl, mac_bits=8)
+    w4a4, lowrank = hw.stages
+    assert (w4a4.lanes, w4a4.lane_width, w4a4.bound("k")) == (4, 4, 3)
+    assert lowrank.lanes == 1 and lowrank == wl.stages[1]
+    assert set(packed) == {"X", "W"} and hw.shapes["X"] == (5, 3) and hw.shapes["W"] == (3, 6)
+    assert hw.widths["X"] == 16 and wl.widths["X"] == 4  # the logical workload is untouched
+    for spec in ("gemm:4x4x8", "mttkrp:2x2x2x2", "conv2d:2x5x5x3x3x3"):
+        assert packing.pack_workload(lego.parse_workload(spec))[1] == {}
+    assert packing.pack_workload(lego.parse_workload("gemm:4x4x8:w2"))[0].stages[0].lanes == 16
+    assert packing.pack_workload(lego.parse_workload("gemm:4x4x8:w4"), mac_bits=16)[0].stages[0].lanes == 16
+    assert lego.compile("svdq:5x6x11x3", lego.Arch(2, 2, pack_subwords=False), emit_verilog=False).packed == {}
+
+
+def test_bad_operand_width_suffix():
+    for spec in ("gemm:4x4x4:w1", "gemm:4x4x4:w17", "gemm:4x4x4:x4", "gemm:4x4x4:w"):
+        with pytest.raises(lego.LegoError, match="operand-width suffix"):
+            lego.parse_workload(spec)
+    assert lego.parse_workload("gemm:4x4x4:w16").widths == {"A": 16, "B": 16, "C": 32}
+
+
+def _check(spec, dataflows, rows=2, cols=2, seed=0, extremes=False):
+    d = lego.compile(spec, lego.Arch(rows, cols, dataflows))
+    x = lego.random_inputs(d.workload, seed)
+    if extremes:  # the most negative int4 value in every lane exercises the sign of each nibble
+        x = {n: np.full_like(v, -(1 << (d.workload.widths[n] - 1))) for n, v in x.items()}
+    out, cycles = d.simulate(x, simulator="icarus")
+    ref = lego.reference(d.workload, x)
+    for name in ref:
+        assert np.array_equal(out[name], ref[name]), (spec, dataflows, name)
+    est = d.estimate()["rtl_cycles"]
+    assert abs(est - cycles) <= 0.05 * cycles, (spec, dataflows, est, cycles)
+    return d
+
+
+@needs_iverilog
+@pytest.mark.parametrize("df", [("os",), ("ws",), ("is",), ("ws-tree",), ("os", "ws", "is")])
+def test_svdq_on_int4_lanes_is_bit_exact(df):
+    d = _check("svdq:5x6x11x3", df)
+    assert d.hw_workload.stages[0].lanes == 4
+    assert "+: 4]" in d.verilog  # the lane dot product, not a 16-bit multiply of packed words
+    _check("svdq:3x4x8x2", df, extremes=True)
+
+
+@needs_iverilog
+@settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+@given(m=st.integers(1, 4), n=st.integers(1, 4), k=st.integers(1, 9), bits=st.sampled_from([2, 3, 4]),
+       df=st.sampled_from(["os", "ws", "ws-tree"]))
+def test_narrow_gemm_random_shapes(m, n, k, bits, df):
+    _check(f"gemm:{m}x{n}x{k}:w{bits}", (df,))
+
+
+def test_packing_cuts_cycles_and_multiply_energy():
+    spec = "gemm:256x256x256:w4"
+    packed = lego.compile(spec, lego.Arch(16, 16, ("ws-tree",)), emit_verilog=False).estimate()
+    plain = lego.compile(spec, lego.Arch(16, 16, ("ws-tree",), pack_subwords=False), emit_verilog=False).estimate()
+    assert packed["macs"] == plain["macs"] == 256 ** 3
+    assert 3.0 < plain["system_cycles"] / packed["system_cycles"] <= 4.0
+    assert packed["energy_pj"]["mac"] == pytest.approx(plain["energy_pj"]["mac"])  # energy per int4 MAC, either way
+    int8 = lego.compile("gemm:256x256x256", lego.Arch(16, 16, ("ws-tree",)), emit_verilog=False).estimate()
+    assert int8["energy_pj"]["mac"] / packed["energy_pj"]["mac"] == pytest.approx(0.3 / 0.15)
+
+
+def test_svdq_against_the_gemmini_lowering():
+    assert baseline.gemm_lowering("svdq:64x32x128x8") == ["gemm:64x32x128", "gemm:64x32x32"]
+    assert baseline.gemm_lowering("gemm:8x8x16:w16") == ["gemm:8x8x64"]
+    assert baseline.gemm_lowering("gemm:8x8x16:w4") == ["gemm:8x8x16"]
+    c = baseline.compare("svdq:512x512x512x32")
+    assert c.lego["macs"] == c.gemmini["macs"] == 512 * 512 * (512 + 32)
+    assert c.speedup > 2.5 and c.energy_ratio > 1.0
+    for est in (c.lego, c.gemmini):
+        assert 0 < est["utilisation"] <= 1
+
+
+def test_scratchpad_blocking():
+    d = lego.compile("gemm:64x64x64", lego.Arch(4, 4, ("os",)), emit_verilog=False)
+    plan = d.modes[0]
+    whole = cost.dram_blocking(plan, scratchpad_kib=1024)
+    assert whole.dram_bytes == 64 * 64 * (1 + 1 + 4)  # every tensor moves once
+    traffic = [cost.dram_blocking(plan, scratchpad_kib=k).dram_bytes for k in (0, 1, 4, 16, 64, 1024)]
+    assert all(a >= b for a, b in zip(traffic, traffic[1:])) and traffic[0] > 3 * traffic[-1]
+    # overlapping convolution windows are fetched once per block, not once per filter tap
+    conv = lego.compile("dwconv:16x18x18x3x3", lego.Arch(4, 4, ("os",)), emit_verilog=False)
+    assert cost.dram_blocking(conv.modes[0], scratchpad_kib=1024).dram_bytes == 16 * 18 * 18 + 16 * 9 + 16 * 16 * 16 * 4
