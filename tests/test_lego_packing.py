@@ -25,19 +25,33 @@ def test_pack_tensor_lanes_hold_the_values_in_order():
     assert np.array_equal(col, words.T)
 
 
-def test_pack_workload_packs_only_narrow_two_operand_stages():
+def test_pack_workload_packs_narrow_and_slices_wide_stages():
     wl = lego.parse_workload("svdq:5x6x11x3")
-    hw, packed = packing.pack_workload(wl, mac_bits=8)
-    w4a4, lowrank = hw.stages
+    hw, derived = packing.pack_workload(wl, mac_bits=8)
+    w4a4, *slices = hw.stages
     assert (w4a4.lanes, w4a4.lane_width, w4a4.bound("k")) == (4, 4, 3)
-    assert lowrank.lanes == 1 and lowrank == wl.stages[1]
-    assert set(packed) == {"X", "W"} and hw.shapes["X"] == (5, 3) and hw.shapes["W"] == (3, 6)
+    assert hw.shapes["X"] == (5, 3) and hw.shapes["W"] == (3, 6)
     assert hw.widths["X"] == 16 and wl.widths["X"] == 4  # the logical workload is untouched
+    # the int16 x int16 branch: four int8 slice stages, lower slices unsigned, shifted to their weight
+    assert [(s.name, s.shift, s.unsigned) for s in slices] == [
+        ("lowrank.s00", 0, (True, True)), ("lowrank.s01", 8, (True, False)),
+        ("lowrank.s10", 8, (False, True)), ("lowrank.s11", 16, (False, False))]
+    assert {n: p.source for n, p in derived.items() if isinstance(p, packing.SlicedTensor)} == {
+        "L_b0": "L", "L_b1": "L", "U_b0": "U", "U_b1": "U"}
+    assert all(max(hw.widths[a.tensor] for a in st.inputs) <= 8 for st in slices)
     for spec in ("gemm:4x4x8", "mttkrp:2x2x2x2", "conv2d:2x5x5x3x3x3"):
         assert packing.pack_workload(lego.parse_workload(spec))[1] == {}
     assert packing.pack_workload(lego.parse_workload("gemm:4x4x8:w2"))[0].stages[0].lanes == 16
     assert packing.pack_workload(lego.parse_workload("gemm:4x4x8:w4"), mac_bits=16)[0].stages[0].lanes == 16
     assert lego.compile("svdq:5x6x11x3", lego.Arch(2, 2, pack_subwords=False), emit_verilog=False).packed == {}
+
+
+def test_byte_slices_sum_back_to_the_value():
+    x = np.array([-32768, -257, -1, 0, 1, 255, 256, 32767])
+    lo = packing.slice_tensor(x, packing.SlicedTensor("x", 0, 8, top=False))
+    hi = packing.slice_tensor(x, packing.SlicedTensor("x", 1, 8, top=True))
+    assert lo.min() >= 0 and lo.max() <= 255 and hi.min() >= -128 and hi.max() <= 127
+    assert np.array_equal(hi * 256 + lo, x)
 
 
 def test_bad_operand_width_suffix():
@@ -71,6 +85,16 @@ def test_svdq_on_int4_lanes_is_bit_exact(df):
 
 
 @needs_iverilog
+@pytest.mark.parametrize("spec,df", [("gemm:4x5x6:w16", ("ws",)), ("gemm:3x4x5:w12", ("ws-tree",)),
+                                     ("gemm:3x3x4:w16", ("os", "ws"))])
+def test_wide_gemm_on_byte_slices_is_bit_exact(spec, df):
+    d = _check(spec, df)
+    assert len(d.stages) == 4 and d.groups == [[0, 1, 2, 3]]  # one drain per output tile
+    assert "<<< 16" in d.verilog and " * $signed(opx" in d.verilog  # one shared multiplier, shifted
+    _check(spec, df, extremes=True)
+
+
+@needs_iverilog
 @settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 @given(m=st.integers(1, 4), n=st.integers(1, 4), k=st.integers(1, 9), bits=st.sampled_from([2, 3, 4]),
        df=st.sampled_from(["os", "ws", "ws-tree"]))
@@ -93,6 +117,13 @@ def test_svdq_against_the_gemmini_lowering():
     assert baseline.gemm_lowering("svdq:64x32x128x8") == ["gemm:64x32x128", "gemm:64x32x32"]
     assert baseline.gemm_lowering("gemm:8x8x16:w16") == ["gemm:8x8x64"]
     assert baseline.gemm_lowering("gemm:8x8x16:w4") == ["gemm:8x8x16"]
+    grouped = lego.compile("svdq:256x256x256x32", lego.Arch(16, 16, ("ws-tree",)), emit_verilog=False)
+    assert grouped.groups == [[0, 1, 2, 3, 4]]
+    # the output leaves the chip once for the whole group: 256 x 256 int32
+    y_bytes = 256 * 256 * 4
+    plans = [grouped.modes[grouped.choice[s]] for s in range(5)]
+    alone = sum(cost.dram_blocking(p).dram_bytes for p in plans)
+    assert grouped.estimate()["dram_bytes"] == alone - 4 * y_bytes
     c = baseline.compare("svdq:512x512x512x32")
     assert c.lego["macs"] == c.gemmini["macs"] == 512 * 512 * (512 + 32)
     assert c.speedup > 2.5 and c.energy_ratio > 1.0

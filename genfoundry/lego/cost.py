@@ -17,10 +17,10 @@ byte, DRAM about 160 per byte); the register and idle-FU numbers are our assumpt
 energy scales with its partial products, wa * wb / (8 * 8) of the int8 one (an int4 x int4 product
 costs a quarter, int16 x int16 four times); the 32-bit accumulate costs the same for every width.
 
-Packed stages (packing.py) run `lanes` MACs per FU operation: cycles and traffic come from the packed
-loop nest, MAC energy from the logical one. Utilisation is the fraction of FU-cycles that multiply
-(a packed operation counts once, a wide product `wide_factor` times), so it compares arrays of the
-same FUs whatever the precision.
+Costs follow the stages the hardware runs (packing.py): a packed stage does `lanes` MACs per FU
+operation at the lane width, a byte-sliced wide stage is several int8 stages. Utilisation is the
+fraction of FU-cycles that multiply, so it compares arrays of the same FUs whatever the precision;
+`macs` counts the logical workload's MACs.
 """
 
 from __future__ import annotations
@@ -59,25 +59,34 @@ def _relevant(stage, acc) -> set[str]:
     return {d for i, d in enumerate(stage.dims) if A[:, i].any()}
 
 
-def mode_counts(plan, widths: dict[str, int] | None = None, acc_width: int = 32) -> ModeCounts:
-    """Counts for running the whole stage in this mode, without enumerating passes."""
+def mode_counts(plan, widths: dict[str, int] | None = None, acc_width: int = 32, shared_slots: set[int] = frozenset(),
+                drains: bool = True) -> ModeCounts:
+    """Counts for running the whole stage in this mode, without enumerating passes.
+
+    In an output group (Design.groups) the stage's passes for each output tile are one run among other
+    stages' runs: `shared_slots` are the physical input slots another stage of the group also loads
+    (so they are reloaded at the start of every run) and `drains` is False for all but the group's
+    first stage (the group drains each tile once)."""
     from .simulate import loop_nest
 
     st = plan.stage
     loops = loop_nest(plan)
     trips = [n for _, n, _ in loops]
     npasses = int(np.prod(trips))
+    out_rel = _relevant(st, st.output)
+    runs = int(np.prod([n for d, n, _ in loops if d in out_rel]))
+    inner = [(d, n) for d, n, _ in loops if d not in out_rel]
 
     def changes(rel: set[str]) -> int:
         return _reloads([(d, trip) for d, trip, _ in loops], rel)
 
     load_lines = load_bytes = 0
     for sp in plan.slots:
-        n = changes(_relevant(st, sp.access))
+        rel = _relevant(st, sp.access)
+        n = runs * _reloads(inner, rel) if sp.index in shared_slots else changes(rel)
         load_lines += n * sp.layout.depth
         load_bytes += n * sp.layout.depth * sp.layout.banks * sp.width // 8
-    out_rel = _relevant(st, st.output)
-    ndrain = changes(out_rel)
+    ndrain = changes(out_rel) if drains else 0
     drain_lines = ndrain * plan.output.layout.depth
     drain_bytes = drain_lines * plan.output.layout.banks * acc_width // 8
     return ModeCounts(npasses, load_lines, drain_lines, load_bytes, drain_bytes, sum(plan.phases))
@@ -89,6 +98,7 @@ SCRATCHPAD_KIB = 256
 @dataclass
 class Blocking:
     blocks: dict[str, int]  # pass loop -> passes of that loop per scratchpad block
+    order: tuple[str, ...]  # block loops, outermost first
     dram_bytes: int
     first_load_bytes: int
     system_cycles: int
@@ -113,20 +123,16 @@ def _reloads(loops: list[tuple[str, int]], rel: set[str]) -> int:
     return n
 
 
-def wide_factor(plan, mac_bits: int = 8) -> int:
-    """FU cycles per product when operands are wider than the multiplier's `mac_bits` (an int16 x int16
-    product is four int8 partial products). The RTL keeps one wide multiplier per FU (exact and simple);
-    the system model charges the area-matched int8 array's cycles instead."""
-    if plan.stage.lanes > 1:
-        return 1
-    return int(np.prod([-(-sp.width // mac_bits) for sp in plan.slots[:2]]))
-
-
 def dram_blocking(plan, dram_gbps: float = 16.0, clock_ghz: float = 1.0, scratchpad_kib: float = SCRATCHPAD_KIB,
-                  acc_width: int = 32, mac_bits: int = 8) -> Blocking:
-    """Block sizes of the pass loops for this scratchpad (exhaustive over powers of two per loop): the
-    fewest steady-state cycles, then the least DRAM traffic (energy), then the smallest first load."""
-    from itertools import product
+                  acc_width: int = 32, resident: Blocking | None = None) -> Blocking:
+    """Block sizes and block order for this scratchpad: exhaustive over powers of two per loop and over
+    the orders of the output loops (the reduction loops stay innermost, so partial sums never leave the
+    chip); the fewest steady-state cycles, then the least DRAM traffic (energy), then the smallest
+    first load.
+
+    `resident`: the blocking of an earlier stage of the same output group; this stage then adds into
+    that stage's output blocks (same output-loop blocks and order) and moves no output itself."""
+    from itertools import permutations, product
 
     from .simulate import loop_nest
 
@@ -139,22 +145,34 @@ def dram_blocking(plan, dram_gbps: float = 16.0, clock_ghz: float = 1.0, scratch
     tensors = [(sp.access, sp.width / 8, _relevant(st, sp.access), False) for sp in plan.slots]
     tensors.append((st.output, acc_width / 8, _relevant(st, st.output), True))
     c = mode_counts(plan, acc_width=acc_width)
-    compute = c.passes * (c.phase_cycles + START_OVERHEAD) * wide_factor(plan, mac_bits)
+    compute = c.passes * (c.phase_cycles + START_OVERHEAD)
     bpc = dram_gbps / clock_ghz
     capacity = scratchpad_kib * 1024
+    out_rel = _relevant(st, st.output)
+    trips = dict(loops)
+    out_loops = [d for d, _ in loops if d in out_rel]
+    orders = [list(p) + [d for d, _ in loops if d not in out_rel] for p in permutations(out_loops)]
+    options = [_block_options(t) for _, t in loops]
+    if resident is not None and all(d in resident.blocks for d in out_loops):
+        orders = [[d for d in resident.order if d in out_rel] + [d for d, _ in loops if d not in out_rel]]
+        options = [[resident.blocks[d]] if d in out_rel else o for (d, _), o in zip(loops, options)]
+        tensors[-1] = (*tensors[-1][:2], set(), True)  # the output stays on chip: no traffic of its own
     best, best_key = None, None
-    for sizes in product(*[_block_options(t) for _, t in loops]):
+    for sizes in product(*options):
         blk = dict(zip((d for d, _ in loops), sizes))
         span = np.array([min(blk[d] * step[d], st.bound(d)) - 1 for d in st.dims])
         foot = [nbytes * float(np.prod(np.abs(acc.A) @ span + 1)) for acc, nbytes, _, _ in tensors]
         if best is not None and 2 * sum(foot) > capacity:
             continue  # the all-ones blocking is always evaluated first, as the fallback
-        outer = [(d, -(-t // blk[d])) for d, t in loops]
-        traffic = sum(f * _reloads(outer, rel) for f, (_, _, rel, _) in zip(foot, tensors))
         first = sum(f for f, (_, _, _, is_out) in zip(foot, tensors) if not is_out)
-        key = (max(compute, int(np.ceil(traffic / bpc))), int(traffic), int(first))
-        if best is None or key < best_key:
-            best, best_key = Blocking(blk, int(traffic), int(first), int(np.ceil(first / bpc)) + key[0]), key
+        for order in orders:
+            outer = [(d, -(-trips[d] // blk[d])) for d in order]
+            traffic = sum(f * _reloads(outer, rel) for f, (_, _, rel, is_out) in zip(foot, tensors)
+                          if rel or not is_out)
+            key = (max(compute, int(np.ceil(traffic / bpc))), int(traffic), int(first))
+            if best is None or key < best_key:
+                best, best_key = Blocking(blk, tuple(order), int(traffic), int(first),
+                                          int(np.ceil(first / bpc)) + key[0]), key
     return best
 
 
@@ -164,8 +182,8 @@ def mode_cycles(plan) -> int:
 
 
 def mode_system_cycles(plan, dram_gbps: float = 16.0, clock_ghz: float = 1.0,
-                       scratchpad_kib: float = SCRATCHPAD_KIB, mac_bits: int = 8) -> int:
-    return dram_blocking(plan, dram_gbps, clock_ghz, scratchpad_kib, mac_bits=mac_bits).system_cycles
+                       scratchpad_kib: float = SCRATCHPAD_KIB) -> int:
+    return dram_blocking(plan, dram_gbps, clock_ghz, scratchpad_kib).system_cycles
 
 
 def estimate(design, dram_gbps: float = 16.0, clock_ghz: float = 1.0, scratchpad_kib: float = SCRATCHPAD_KIB) -> dict:
@@ -174,24 +192,29 @@ def estimate(design, dram_gbps: float = 16.0, clock_ghz: float = 1.0, scratchpad
     nfu = arch.rows * arch.cols
     bytes_per_cycle = dram_gbps / clock_ghz
     rtl = system = 0
-    macs = ops = busy = 0
+    ops = 0
     energy = dict.fromkeys(("mac", "registers", "sram", "dram", "idle"), 0.0)
     dram_bytes = sram_bytes = 0
-    widths = design.workload.widths
-    for s, stage in enumerate(design.workload.stages):
+    widths = (design.hw_workload or design.workload).widths
+    macs = design.workload.macs
+    group_of = {s: g for g in (design.groups or [[s] for s in range(len(design.stages))]) for s in g}
+    resident = None
+    for s, stage in enumerate(design.stages):
         plan = design.modes[design.choice[s]]
-        c = mode_counts(plan, acc_width=arch.acc_width)
-        rtl += c.load_lines + c.drain_lines + c.passes * (c.phase_cycles + START_OVERHEAD) + FINISH_OVERHEAD
-        blocking = dram_blocking(plan, dram_gbps, clock_ghz, scratchpad_kib, arch.acc_width, arch.mac_bits)
-        stage_system = blocking.system_cycles
-        system += stage_system
-        busy += plan.stage.macs * wide_factor(plan, arch.mac_bits)
-        macs += stage.macs
-        ops += plan.stage.macs
-        wa, wb = (widths[a.tensor] for a in stage.inputs[:2]) if len(stage.inputs) > 1 else (widths[stage.inputs[0].tensor], 8)
-        energy["mac"] += stage.macs * (ENERGY_PJ["mul_int8"] * wa * wb / 64 + ENERGY_PJ["add_int32"])
+        group = group_of[s]
+        others = {sp.index for t in group if t != s for sp in design.modes[design.choice[t]].slots}
+        lead = s == group[0]
+        c = mode_counts(plan, acc_width=arch.acc_width, shared_slots=others, drains=lead)
+        rtl += c.load_lines + c.drain_lines + c.passes * (c.phase_cycles + START_OVERHEAD) + (FINISH_OVERHEAD if lead else 0)
+        blocking = dram_blocking(plan, dram_gbps, clock_ghz, scratchpad_kib, arch.acc_width, None if lead else resident)
+        resident = blocking if lead else resident
+        system += blocking.system_cycles if lead else blocking.system_cycles - int(np.ceil(blocking.first_load_bytes / bytes_per_cycle))
+        ops += stage.macs
+        bits = [stage.lane_width if stage.lanes > 1 else widths[a.tensor] for a in stage.inputs[:2]]
+        wa, wb = bits if len(bits) == 2 else (bits[0], 8)
+        energy["mac"] += stage.macs * stage.lanes * (ENERGY_PJ["mul_int8"] * wa * wb / 64 + ENERGY_PJ["add_int32"])
         busy_fu_cycles = c.passes * c.phase_cycles * nfu
-        energy["idle"] += max(busy_fu_cycles - plan.stage.macs, 0) * ENERGY_PJ["fu_idle_cycle"]
+        energy["idle"] += max(busy_fu_cycles - stage.macs, 0) * ENERGY_PJ["fu_idle_cycle"]
         regs = pipeline_bits(plan)
         energy["registers"] += c.passes * plan.phases[1] * regs * ENERGY_PJ["reg_bit"]
         # scratchpad: written by every DRAM transfer, read by every tile load into the array's buffers;
@@ -207,7 +230,7 @@ def estimate(design, dram_gbps: float = 16.0, clock_ghz: float = 1.0, scratchpad
         "rtl_cycles": int(rtl),
         "system_cycles": int(system),
         "macs": int(macs),
-        "utilisation": busy / (system * nfu) if system else 0.0,  # FU-cycles spent multiplying
+        "utilisation": ops / (system * nfu) if system else 0.0,  # FU-cycles spent multiplying
         "dram_bytes": int(dram_bytes),
         "sram_bytes": int(sram_bytes),
         "roofline_cycles": int(max(ops / nfu, dram_bytes / bytes_per_cycle)),

@@ -30,7 +30,7 @@ class Arch:
     prefer_chains: bool = True  # fusion heuristic: reuse links other modes already built
     reduction: str = "tree"  # spatial (dt = 0) partial-sum reductions: balanced "tree" or "chain"
     mac_bits: int = 8  # operand width one FU multiplier is sized for; narrower stages pack lanes
-    pack_subwords: bool = True  # run stages of <= mac_bits/2-bit operands as lane dot products
+    pack_subwords: bool = True  # narrow operands packed into lanes, wide ones cut into mac_bits slices
 
     def __post_init__(self) -> None:
         if self.rows < 1 or self.cols < 1:
@@ -67,7 +67,15 @@ class Design:
     lp_register_bits: int = 0
     muxes: int = 0
     hw_workload: Workload | None = None  # what the buffers hold: `workload` with sub-word stages packed
-    packed: dict = field(default_factory=dict)  # input tensor -> packing.PackedTensor
+    packed: dict = field(default_factory=dict)  # derived input tensor -> packing.PackedTensor / SlicedTensor
+    # runs of consecutive stages that add into the same output tiles: each tile gets every stage's
+    # passes before one drain (the SVDQuant branches, byte slices), so the output leaves the chip once
+    groups: list[list[int]] = field(default_factory=list)
+
+    @property
+    def stages(self) -> tuple:
+        """The stages the hardware runs (packed / byte-sliced); `choice` and `stage_modes` index these."""
+        return (self.hw_workload or self.workload).stages
 
     # ---------------------------------------------------------------- outputs
     def write_verilog(self, directory: str | Path) -> list[Path]:
@@ -99,8 +107,8 @@ class Design:
                        "output_stationary": m.output.stationary,
                        "banks": {sp.tensor: sp.layout.banks for sp in m.slots} | {m.output.tensor: m.output.layout.banks},
                        "multiport": [sp.tensor for sp in m.slots if sp.layout.multiport]} for m in self.modes],
-            "schedule": {self.workload.stages[s].name: self.modes[mi].name for s, mi in self.choice.items()},
-            "lanes": {st.name: st.lanes for st in (self.hw_workload or self.workload).stages},
+            "schedule": {self.stages[s].name: self.modes[mi].name for s, mi in self.choice.items()},
+            "lanes": {st.name: st.lanes for st in self.stages},
             "pipeline_register_bits": {"lp": self.lp_register_bits, "naive": self.naive_register_bits},
             "muxes": self.muxes,
             "estimate": est,
@@ -140,11 +148,12 @@ class Design:
         exe = sim.build(self.verilog, sim.testbench(self.hw, len(self.modes)), kind)
         total = 0
         produced: set[str] = set()
-        for s, stage in enumerate(wl.stages):
-            plan = self.modes[self.choice[s]]
-            out_name = stage.output.tensor
+        for group in self.groups:
+            plans = [self.modes[self.choice[s]] for s in group]
+            plan = plans[0]
+            out_name = plan.stage.output.tensor
             out = np.zeros(wl.shapes[out_name], dtype=np.int64)
-            cmds, drains = sim.command_stream(plan, self.hw, env, {})
+            cmds, drains = sim.command_stream(plans, self.hw, env, {})
             data, cycles = sim.run(exe, kind, "\n".join(cmds + ["0 0 0 0"]) + "\n")
             total += cycles
             pos = 0
@@ -152,7 +161,7 @@ class Design:
                 lines = sim.parse_lines(data[pos:pos + n], n, self.hw.out_banks, plan.output.layout.banks, self.hw.acc_width)
                 sim.scatter_output(plan, base, lines, out, self.arch.acc_width)
                 pos += n
-            if out_name in produced:  # a later stage adds into an earlier output (SVDQuant low-rank branch)
+            if out_name in produced:  # a later stage adds into an earlier output (low-rank branch, byte slices)
                 out = wrap(env[out_name] + out, wl.widths[out_name])
             env[out_name] = wrap(out, wl.widths[out_name])
             produced.add(out_name)
@@ -194,8 +203,13 @@ def compile(workload: str | Workload, arch: Arch | None = None, emit_verilog: bo
                     hw_wl, packed)
     for s, ms in stage_modes.items():
         # run each stage in the mode the system-level model (16 GB/s DRAM) finds fastest
-        design.choice[s] = min(ms, key=lambda mi: (cost_model.mode_system_cycles(modes[mi], mac_bits=arch.mac_bits),
-                                            cost_model.mode_cycles(modes[mi])))
+        design.choice[s] = min(ms, key=lambda mi: (cost_model.mode_system_cycles(modes[mi]), cost_model.mode_cycles(modes[mi])))
+    for s in range(len(design.stages)):
+        prev = design.groups[-1] if design.groups else None
+        if prev and sim.shares_output_tiles(modes[design.choice[prev[0]]], modes[design.choice[s]]):
+            prev.append(s)
+        else:
+            design.groups.append([s])
     design.compile_seconds = time.perf_counter() - t_start
     return design
 

@@ -72,6 +72,8 @@ class Stage:
     roles: tuple[str, str, str]  # (m, n, k): output row, output column, reduction — for named dataflows
     lanes: int = 1  # products per FU per cycle over packed reduction lanes (see packing.py)
     lane_width: int = 0  # bits of one lane of a packed operand word (0: not packed)
+    shift: int = 0  # products are shifted left by this many bits before they accumulate (byte slices)
+    unsigned: tuple[bool, ...] = ()  # per input: its values are unsigned (lower byte slices); () = all signed
 
     def dim_index(self, dim: str) -> int:
         if dim not in self.dims:

@@ -118,26 +118,69 @@ def buffer_image(plan: ModePlan, slot: int, base: dict, tensor: np.ndarray) -> n
     return img
 
 
-def scatter_output(plan: ModePlan, base: dict, lines: np.ndarray, out: np.ndarray, bits: int) -> None:
-    """Add the drained output buffer (depth x banks) into the output tensor (wrapping to `bits`)."""
-    from .workloads import wrap
-
+def _drain_coords(plan: ModePlan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(offsets, banks, output coordinates relative to the tile origin) of every drained buffer word."""
     lay = plan.output.layout
-    acc = plan.output.access
-    Ibase = _full_iteration(plan, base, np.zeros((1, 3), dtype=np.int64))[0]
-    const = acc.A @ Ibase + acc.b
-    C = plan.mapping.col(acc)
+    C = plan.mapping.col(plan.output.access)
     keep = [i for i in range(C.shape[0]) if C[i].any()]
     offs, banks = np.meshgrid(np.arange(lay.depth), np.arange(lay.banks), indexing="ij")
     offs, banks = offs.reshape(-1), banks.reshape(-1)
     rel = np.stack([lay.unlocate(int(b), int(o)) for b, o in zip(banks, offs)]) if len(lay.ext) else np.zeros((len(offs), 0), dtype=np.int64)
-    coords = np.tile(const, (len(offs), 1))
+    coords = np.zeros((len(offs), C.shape[0]), dtype=np.int64)
     for k, row in enumerate(keep):
         coords[:, row] += rel[:, k] + lay.cmin[k]
+    return offs, banks, coords
+
+
+def _tile_origin(plan: ModePlan, base: dict) -> np.ndarray:
+    acc = plan.output.access
+    return acc.A @ _full_iteration(plan, base, np.zeros((1, 3), dtype=np.int64))[0] + acc.b
+
+
+def scatter_output(plan: ModePlan, base: dict, lines: np.ndarray, out: np.ndarray, bits: int) -> None:
+    """Add the drained output buffer (depth x banks) into the output tensor (wrapping to `bits`)."""
+    from .workloads import wrap
+
+    offs, banks, rel = _drain_coords(plan)
+    coords = rel + _tile_origin(plan, base)
     ok = np.all((coords >= 0) & (coords < np.array(out.shape)), axis=1)
     vals = lines[offs, banks]
     np.add.at(out, tuple(coords[ok].T), vals[ok])
     out[...] = wrap(out, bits)
+
+
+def output_runs(plan: ModePlan) -> list[tuple[tuple[int, ...], list[Pass]]]:
+    """The passes in runs that accumulate into one output tile (each run ends with its drain)."""
+    runs, cur = [], []
+    for ps in passes(plan):
+        cur.append(ps)
+        if ps.drain:
+            runs.append((tuple(int(x) for x in _tile_origin(plan, ps.base)), cur))
+            cur = []
+    return runs
+
+
+def shares_output_tiles(a: ModePlan, b: ModePlan) -> bool:
+    """Whether b's passes can add into a's output tiles before one drain: the same output tensor, buffer
+    layout and word -> element map, and the same sequence of tiles."""
+    if a.output.tensor != b.output.tensor or (a.output.layout.depth, a.output.layout.banks) != (b.output.layout.depth, b.output.layout.banks):
+        return False
+    if any(not np.array_equal(x, y) for x, y in zip(_drain_coords(a), _drain_coords(b))):
+        return False
+    return _tile_origins(a) == _tile_origins(b)
+
+
+def _tile_origins(plan: ModePlan) -> list[tuple[int, ...]]:
+    """Origins of the output tiles in pass order (the output-relevant loops are the outer ones)."""
+    st = plan.stage
+    out_rel = _relevant(st, st.output)
+    loops = [(d, n, step) for d, n, step in loop_nest(plan) if d in out_rel]
+    fixed = {d: 0 for d in st.dims}
+    origins = []
+    for idx in product(*[range(n) for _, n, _ in loops]):
+        base = fixed | {d: i * step for (d, _, step), i in zip(loops, idx)}
+        origins.append(tuple(int(x) for x in _tile_origin(plan, base)))
+    return origins
 
 
 def _hex_line(words: np.ndarray, width: int) -> str:
@@ -275,28 +318,31 @@ def run(exe: Path, simulator: str, commands: str) -> tuple[list[str], int]:
     return data, int(lines[-1])
 
 
-def command_stream(plan: ModePlan, hw: Hardware, tensors: dict[str, np.ndarray], loaded: dict[int, object],
-                   ) -> tuple[list[str], list[tuple[dict, int]]]:
-    """Commands for every pass of one mode; returns (commands, [(base of drained pass, n lines)])."""
+def command_stream(plans: ModePlan | list[ModePlan], hw: Hardware, tensors: dict[str, np.ndarray],
+                   loaded: dict[int, object]) -> tuple[list[str], list[tuple[dict, int]]]:
+    """Commands for every pass of one mode, or of several modes that share output tiles (each tile gets
+    every mode's passes, then one drain); returns (commands, [(base of the drained pass, n lines)])."""
+    plans = [plans] if isinstance(plans, ModePlan) else list(plans)
     cmds: list[str] = []
     drains = []
-    st = plan.stage
-    for ps in passes(plan):
-        for pos, sp in enumerate(plan.slots):
-            j = sp.index  # the physical slot this input is loaded into
-            rel = _relevant(st, sp.access)
-            key = (plan.index, j, tuple(sorted((d, ps.base[d]) for d in rel)))
-            if loaded.get(j) == key:
-                continue
-            img = buffer_image(plan, pos, ps.base, tensors[sp.tensor])
-            for line in range(img.shape[0]):
-                cmds.append(f"1 {j} {line} {_hex_line(img[line], hw.slot_width[j])}")
-            loaded[j] = key
-        cmds.append(f"2 {plan.index} 0 0")
-        if ps.drain:
-            n = plan.output.layout.depth
-            cmds.extend(f"3 {line} 0 0" for line in range(n))
-            drains.append((ps.base, n))
+    for tile in zip(*[output_runs(p) for p in plans]):
+        for plan, (_, run) in zip(plans, tile):
+            st = plan.stage
+            for ps in run:
+                for pos, sp in enumerate(plan.slots):
+                    j = sp.index  # the physical slot this input is loaded into
+                    rel = _relevant(st, sp.access)
+                    key = (plan.index, j, tuple(sorted((d, ps.base[d]) for d in rel)))
+                    if loaded.get(j) == key:
+                        continue
+                    img = buffer_image(plan, pos, ps.base, tensors[sp.tensor])
+                    for line in range(img.shape[0]):
+                        cmds.append(f"1 {j} {line} {_hex_line(img[line], hw.slot_width[j])}")
+                    loaded[j] = key
+                cmds.append(f"2 {plan.index} 0 0")
+        n = plans[0].output.layout.depth
+        cmds.extend(f"3 {line} 0 0" for line in range(n))
+        drains.append((tile[0][1][-1].base, n))
     return cmds, drains
 
 

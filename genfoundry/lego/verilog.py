@@ -327,16 +327,36 @@ def emit(modes: list[ModePlan], hw: Hardware, name: str = "lego_top") -> str:
             _mode_select(W, f"signed [{wd - 1}:0]", f"opm{j}_{sid}", opsel[j], nm, f"{wd}'sd0")
         # the multiply of a mode: one product, or for a packed stage the dot product of its lanes
         products: dict[int, str] = {}
-        for m in modes:
-            if s not in m.active:
-                continue
+        mine = [m for m in modes if s in m.active]
+        if any(any(m.stage.unsigned) or m.stage.shift for m in mine):
+            # byte slices: every non-lane mode shares one multiplier whose operands are extended per mode
+            # (lower slices zero-extended, others sign-extended); the shift to a slice's weight is wiring
+            plain = [m for m in mine if m.stage.lanes == 1]
+            for j in sorted({sp.index for m in plain for sp in m.slots}):
+                xw = 1 + max(sp.width for m in plain for sp in m.slots if sp.index == j)
+                ext = {}
+                for m in plain:
+                    sp = m.slot(j)
+                    if sp is None:
+                        ext[m.index] = f"{xw}'sd1"
+                        continue
+                    q = m.slots.index(sp)
+                    src = f"opm{j}_{sid}[{sp.width - 1}:0]"
+                    fill = "1'b0" if (m.stage.unsigned or (False,) * len(m.slots))[q] else f"opm{j}_{sid}[{sp.width - 1}]"
+                    ext[m.index] = f"{{{{{xw - sp.width}{{{fill}}}}}, {src}}}"
+                _mode_select(W, f"signed [{xw - 1}:0]", f"opx{j}_{sid}", ext, nm, f"{xw}'sd0")
+            shared = " * ".join(f"$signed(opx{j}_{sid})" for j in sorted({sp.index for m in plain for sp in m.slots}))
+            W(f"  wire signed [{ACCW - 1}:0] {mul}_q = {shared};")
+            for m in plain:
+                products[m.index] = f"{mul}_q <<< {m.stage.shift}" if m.stage.shift else f"{mul}_q"
+        for m in mine:
             st = m.stage
             if st.lanes > 1:
                 a, b = (f"opm{sp.index}_{sid}" for sp in m.slots)
                 w = st.lane_width
                 products[m.index] = " + ".join(f"$signed({a}[{l * w} +: {w}]) * $signed({b}[{l * w} +: {w}])"
                                                for l in range(st.lanes))
-            else:
+            elif m.index not in products:
                 products[m.index] = " * ".join(f"$signed(opm{j}_{sid})" for j in range(len(hw.slot_width)))
         if len(set(products.values())) == 1:
             W(f"  wire signed [{ACCW - 1}:0] {mul}_p = {next(iter(products.values()))};")
