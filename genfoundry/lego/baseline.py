@@ -4,19 +4,19 @@
 What makes it Gemmini-like rather than LEGO: it runs int8 GEMMs only. Convolutions go through im2col
 (the lowered input matrix is what moves from DRAM), depthwise convolutions become one GEMM per
 channel (N = 1), MTTKRP first materialises the Khatri-Rao product, and the SVDQuant operator runs its
-int4 GEMM in int8 lanes and its int16 low-rank GEMM as four byte-slice GEMMs. LEGO packs four int4
-products into each int8 multiplier (packing.py). LEGO instead maps each
-tensor operation natively and picks among all its fused dataflows per layer, including `ws-tree`
+int4 GEMM in int8 lanes and its int16 low-rank GEMM as four byte-slice GEMMs. LEGO instead maps each
+tensor operation natively, packs four int4 products into each int8 multiplier (packing.py), and picks
+among all its fused dataflows per layer, including `ws-tree`
 (no systolic skew: operands broadcast along rows, partial sums reduced by balanced adder trees), which
 spends fewer fill and drain cycles per pass than a systolic mesh.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .design import Arch, Design, compile
-from .ir import LegoError, Workload, parse_stage
+from .ir import LegoError
 from .workloads import parse_workload
 
 GEMMINI_ARCH = Arch(16, 16, ("os", "ws"), max_time_tile=256)
@@ -90,11 +90,10 @@ def _lowered_workloads(spec: str) -> list:
     lowered = gemm_lowering(spec)
     if not spec.startswith("svdq:"):
         return lowered
-    (M, N, K), (_, _, R4) = ([int(x) for x in g.split(":")[1].split("x")] for g in lowered)
-    s1 = parse_stage("Y[m,n] += X[m,k] * W[k,n]", {"m": M, "n": N, "k": K}, "w4a4", ("m", "n", "k"))
-    s2 = parse_stage("Y[m,n] += L[m,r] * U[r,n]", {"m": M, "n": N, "r": R4}, "lowrank", ("m", "n", "r"))
-    return [Workload(spec, (s1, s2), {"X": (M, K), "W": (K, N), "L": (M, R4), "U": (R4, N), "Y": (M, N)},
-                     {"X": 8, "W": 8, "L": 8, "U": 8, "Y": 32}, ("X", "W", "L", "U"), ("Y",))]
+    M, N, K, R = (int(x) for x in spec.split(":", 1)[1].split("x"))
+    # the same operator with int8 operands and the byte slices as a 4R-long low-rank reduction
+    wl = parse_workload(f"svdq:{M}x{N}x{K}x{4 * R}")
+    return [replace(wl, name=spec, widths={n: 8 for n in wl.inputs} | {"Y": 32})]
 
 
 def estimate_gemmini(spec: str, dram_gbps: float = 16.0) -> dict:

@@ -149,13 +149,13 @@ def scatter_output(plan: ModePlan, base: dict, lines: np.ndarray, out: np.ndarra
     out[...] = wrap(out, bits)
 
 
-def output_runs(plan: ModePlan) -> list[tuple[tuple[int, ...], list[Pass]]]:
+def output_runs(plan: ModePlan) -> list[list[Pass]]:
     """The passes in runs that accumulate into one output tile (each run ends with its drain)."""
     runs, cur = [], []
     for ps in passes(plan):
         cur.append(ps)
         if ps.drain:
-            runs.append((tuple(int(x) for x in _tile_origin(plan, ps.base)), cur))
+            runs.append(cur)
             cur = []
     return runs
 
@@ -326,7 +326,7 @@ def command_stream(plans: ModePlan | list[ModePlan], hw: Hardware, tensors: dict
     cmds: list[str] = []
     drains = []
     for tile in zip(*[output_runs(p) for p in plans]):
-        for plan, (_, run) in zip(plans, tile):
+        for plan, run in zip(plans, tile):
             st = plan.stage
             for ps in run:
                 for pos, sp in enumerate(plan.slots):
@@ -342,7 +342,7 @@ def command_stream(plans: ModePlan | list[ModePlan], hw: Hardware, tensors: dict
                 cmds.append(f"2 {plan.index} 0 0")
         n = plans[0].output.layout.depth
         cmds.extend(f"3 {line} 0 0" for line in range(n))
-        drains.append((tile[0][1][-1].base, n))
+        drains.append((tile[0][-1].base, n))
     return cmds, drains
 
 
