@@ -130,3 +130,53 @@ def test_cli_groups_are_shared_with_other_systems():
     names = [g.name for g in app.registered_groups]
     assert names.count("train") == 1 and names.count("eval") == 1
     assert [c.name for c in other.registered_commands] == ["sana"]
+
+
+def test_time_budget_stops_early_with_a_checkpoint_and_a_decayed_schedule(tmp_path):
+    """`max_seconds`: the cosine decay follows the clock, the stage ends when the time is up and leaves
+    a checkpoint at the step it reached (a later resume continues towards `steps`)."""
+    import time
+
+    from genfoundry.training import DistInfo
+
+    model = torch.nn.Linear(4, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    lrs: list[float] = []
+
+    def loss_fn(step, gen):
+        time.sleep(0.02)
+        lrs.append(optimizer.param_groups[0]["lr"])
+        return model(torch.randn(8, 4, generator=gen)).pow(2).mean()
+
+    dist = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"), is_main=True)
+    result = sana_train.run_stage("transformer", model=model, optimizer=optimizer, loss_fn=loss_fn, steps=10_000,
+                                  base_lr=1.0, warmup=2, dist=dist, work_dir=tmp_path, seed=0,
+                                  checkpoint_every=10_000, resume=False, max_seconds=0.5, log=_quiet)
+    assert 5 < result.steps < 10_000 and len(lrs) == result.steps
+    assert lrs[-1] < 0.3 * max(lrs)  # the time-driven decay went most of the way down (floor: 10%)
+    assert latest_checkpoint(tmp_path / "checkpoints" / "transformer").name.endswith(f"{result.steps:08d}.pt")
+    assert sana_train.learning_rate(50, 10_000, 1.0, 2, time_progress=1.0) == pytest.approx(0.1)
+
+
+def test_continue_from_a_trained_pipeline(straight_run, tmp_path):
+    """text/dcae/dit.init_from: the text encoder is reused unchanged, the DiT starts from the folder's."""
+    straight, _ = straight_run
+    src = str(straight)
+    cfg = sana_train.preset("tiny", **{**TINY, "dit.steps": 2, "dcae.steps": 0, "text.init_from": src,
+                                       "dcae.init_from": src, "dit.init_from": src, "dit.width": 96})
+    report = sana_train.train_sana(cfg, tmp_path / "more", log=_quiet)
+    before, after = _state(straight), _state(tmp_path / "more")
+    for key, value in before.items():
+        if key.startswith(("text_encoder", "vae")):
+            assert torch.equal(value, after[key]), key
+    dit = [k for k in before if k.startswith("transformer")]
+    assert all(before[k].shape == after[k].shape for k in dit)  # the folder's architecture, not dit.width
+    assert any(not torch.equal(before[k], after[k]) for k in dit)
+    assert report.stages["text_encoder"]["steps"] == 0 and report.stages["transformer"]["steps"] == 2
+    assert "continued the DiT of" in (tmp_path / "more" / "README.md").read_text()
+    with pytest.raises(ValueError, match="needs text.init_from"):
+        sana_train.train_sana(sana_train.preset("tiny", **{**TINY, "dit.init_from": src}), tmp_path / "x",
+                              log=_quiet)
+    with pytest.raises(hub.CheckpointError, match="text_encoder/ and tokenizer/"):
+        sana_train.train_sana(sana_train.preset("tiny", **{**TINY, "text.init_from": str(tmp_path)}),
+                              tmp_path / "y", log=_quiet)

@@ -92,6 +92,28 @@ def test_resume_continues_from_the_latest_checkpoint(trained, app) -> None:
     assert llm_steps == [1, 2, 3]
 
 
+def test_init_from_a_finished_folder_continues_its_weights(trained, app, tmp_path) -> None:
+    """--init-from: every weight of the folder, stage 1 skipped, stage 2 from step 0 (fresh optimizer)."""
+    source = VilaU.from_pretrained(trained / "model")
+    out = tmp_path / "more"
+    result = CliRunner().invoke(app, ["train", "vilau", "--out", str(out), "--init-from", str(trained / "model"),
+                                      "--llm-steps", "1", "--batch-size", "4", "--warmup-steps", "1",
+                                      "--log-every", "1", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "using the tower of" in result.output and "resumed" not in result.output
+    tuned = VilaU.from_pretrained(out / "model")
+    for name, value in source.tower.state_dict().items():  # frozen in stage 2
+        assert torch.equal(value, tuned.tower.state_dict()[name]), name
+    before, after = source.llm.state_dict(), tuned.llm.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # one step from the folder's weights
+    assert max(float((before[k] - after[k]).abs().max()) for k in before) < 0.05
+    with pytest.raises(ValueError, match="not both"):
+        TrainConfig(out="x", init_from="a", tower_from="b")
+    bad = CliRunner().invoke(app, ["train", "vilau", "--out", str(tmp_path / "bad"), "--init-from",
+                                   str(tmp_path / "missing"), "--device", "cpu"])
+    assert bad.exit_code == 1 and "missing" in bad.output and "Traceback" not in bad.output
+
+
 def test_cli_ask_and_imagine(trained, app, tmp_path) -> None:
     runner = CliRunner()
     model = str(trained / "model")

@@ -22,6 +22,7 @@ import dataclasses
 import json
 import math
 import multiprocessing
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -38,6 +39,7 @@ from genfoundry import hub
 from genfoundry.training import (
     EMA,
     DistInfo,
+    any_rank,
     checkpoint_path,
     latest_checkpoint,
     load_checkpoint,
@@ -73,6 +75,9 @@ class TextEncoderTrainConfig:
     # next word is the same whatever the colour or shape just read, so the deepest features barely tell
     # "a red circle" from "a yellow triangle" (measured: 8x less separated at layer 3 than at layer 1).
     feature_layers: int = 1
+    # Use the text encoder and tokenizer of a trained pipeline folder instead of pre-training an LM (the
+    # fields above that describe one are then ignored): continuing a DiT needs the features it learned on.
+    init_from: str | None = None
     steps: int = 150
     batch_size: int = 64
     lr: float = 3e-3
@@ -115,6 +120,12 @@ class DiTTrainConfig:
     warmup: int = 30
     ema_decay: float = 0.999
     cfg_dropout: float = 0.1
+    # Wall-clock budget of this run's DiT training (None: run all `steps`); the schedule then decays over
+    # the budget and training stops when it is spent (see run_stage). For fixed-time GPU sessions.
+    max_seconds: float | None = None
+    # Start from the DiT of a trained pipeline folder (its architecture; fresh optimizer, EMA and schedule).
+    # Needs text.init_from: the DiT only makes sense on the text features it was trained with.
+    init_from: str | None = None
     logit_mean: float = 0.0
     logit_std: float = 1.0
 
@@ -288,11 +299,14 @@ def step_generator(seed: int, stage: str, step: int, rank: int, device: torch.de
     return gen
 
 
-def learning_rate(step: int, total: int, base: float, warmup: int) -> float:
-    """Linear warm-up, then cosine decay to 10% of `base` (stateless, so resuming needs no scheduler)."""
+def learning_rate(step: int, total: int, base: float, warmup: int, time_progress: float = 0.0) -> float:
+    """Linear warm-up, then cosine decay to 10% of `base` (stateless, so resuming needs no scheduler).
+
+    With a time budget, `time_progress` (elapsed / budget) drives the decay once it is ahead of the steps.
+    """
     if step < warmup:
         return base * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
+    progress = max((step - warmup) / max(1, total - warmup), time_progress)
     return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
@@ -336,12 +350,18 @@ def run_stage(
     grad_clip: float = 1.0,
     amp: bool = True,
     stop_after: int | None = None,
+    max_seconds: float | None = None,
     log: Callable[[str], None] = print,
 ) -> StageResult:
     """Optimise `loss_fn(step, generator)` for `steps` steps with checkpoints every `checkpoint_every`.
 
     The final checkpoint (step == steps) marks the stage done; with `resume`, a done stage is loaded
     and skipped, an unfinished one continues from its latest checkpoint.
+
+    `max_seconds` is a wall-clock budget for this call: the cosine decay follows whichever runs out
+    first, steps or seconds, and the stage ends (with a checkpoint) when the time is up. How many steps
+    that is depends on the machine, so a time-limited run is not reproducible step for step; a later
+    `resume` continues it towards `steps`.
     """
     from tqdm import tqdm
 
@@ -370,7 +390,9 @@ def run_stage(
     for step in bar:
         if stop_after is not None and step - start >= stop_after:
             raise TrainingStopped(f"[{name}] stopped after {stop_after} steps at step {step}")
-        lr = learning_rate(step, steps, base_lr, warmup)
+        elapsed = time.time() - began
+        time_progress = elapsed / max_seconds if max_seconds and step - start >= warmup else 0.0
+        lr = learning_rate(step, steps, base_lr, warmup, time_progress)
         for group in optimizer.param_groups:
             group["lr"] = lr
         gen = step_generator(seed, name, step, dist.rank, device)
@@ -393,9 +415,16 @@ def run_stage(
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
             if bar.disable and dist.is_main and (done % (log_every * 5) == 0 or done == steps):
                 log(f"[{name}] step {done}/{steps} loss {losses[-1]:.5f} lr {lr:.2e}")
-        if done % checkpoint_every == 0 or done == steps:
+        out_of_time = any_rank(max_seconds is not None and time.time() - began >= max_seconds, device)
+        if done % checkpoint_every == 0 or done == steps or out_of_time:
             save_checkpoint(checkpoint_path(folder, done), model=model, optimizer=optimizer, ema=ema,
                             step=done, extra={"stage": name})
+        if out_of_time:
+            if window:
+                losses.append(torch.stack(window).float().mean().item())
+            log(f"[{name}] time budget of {max_seconds:g} s reached at step {done}/{steps}")
+            steps = done
+            break
     model.eval()
     return StageResult(name, steps, start, losses, time.time() - began)
 
@@ -524,8 +553,22 @@ def train_transformer(cfg: SanaTrainConfig, latents: torch.Tensor, caption_rows:
 
     dc = cfg.dit
     seed_everything(cfg.seed + 3, dist.rank)
-    model_cfg = transformer_config(dc, latents.shape[1], latents.shape[-1], texts.embeddings.shape[-1])
-    model = SanaTransformer(model_cfg).to(dist.device)
+    if dc.init_from:
+        model = SanaTransformer.from_pretrained(dc.init_from, dtype=torch.float32, device=dist.device)
+        mc = model.config
+        if (mc.in_channels, mc.sample_size, mc.caption_channels) != (latents.shape[1], latents.shape[-1],
+                                                                      texts.embeddings.shape[-1]):
+            raise ValueError(
+                f"the DiT of {dc.init_from} takes {mc.in_channels}-channel {mc.sample_size}x{mc.sample_size} latents "
+                f"and {mc.caption_channels}-wide text, but this run has {latents.shape[1]}-channel "
+                f"{latents.shape[-1]}x{latents.shape[-1]} latents and {texts.embeddings.shape[-1]}-wide text")
+        # the loaded architecture is the one trained and described in the model card
+        dc.width, dc.depth = mc.num_attention_heads * mc.attention_head_dim, mc.num_layers
+        dc.cross_heads = mc.num_cross_attention_heads
+        log(f"[transformer] starting from {dc.init_from} (width {dc.width}, depth {dc.depth})")
+    else:
+        model_cfg = transformer_config(dc, latents.shape[1], latents.shape[-1], texts.embeddings.shape[-1])
+        model = SanaTransformer(model_cfg).to(dist.device)
     ema = EMA(model, dc.ema_decay)
     trained = _maybe_ddp(model, dist)
     per_rank = _per_rank_batch(dc.batch_size, dist)
@@ -542,7 +585,7 @@ def train_transformer(cfg: SanaTrainConfig, latents: torch.Tensor, caption_rows:
     result = run_stage("transformer", model=trained, optimizer=optimizer, loss_fn=loss_fn, steps=dc.steps,
                        base_lr=dc.lr, warmup=dc.warmup, dist=dist, work_dir=work_dir, seed=cfg.seed,
                        checkpoint_every=cfg.checkpoint_every, resume=resume, ema=ema, grad_clip=cfg.grad_clip,
-                       amp=cfg.amp, stop_after=stop_after, log=log)
+                       amp=cfg.amp, stop_after=stop_after, max_seconds=dc.max_seconds, log=log)
     ema.copy_to(model)
     model.eval().requires_grad_(False)
     return model, result
@@ -651,6 +694,20 @@ def make_text_encoder(language_model: nn.Module, tokenizer, max_length: int, fea
     return TextEncoder(base.eval(), tokenizer, max_length=max_length, complex_human_instruction=None)
 
 
+def load_text_encoder(folder: str | os.PathLike, max_length: int, device: torch.device):
+    """The frozen text encoder (and tokenizer) of a trained pipeline folder, in float32."""
+    from genfoundry.sana.text_encoder import TextEncoder
+
+    root = hub.resolve(folder)
+    if not (root / "text_encoder").is_dir() or not (root / "tokenizer").is_dir():
+        raise hub.CheckpointError(f"text.init_from {folder}: expected a pipeline folder with text_encoder/ and "
+                                  "tokenizer/ sub-folders")
+    encoder = TextEncoder.from_pretrained(root / "text_encoder", tokenizer_path=root / "tokenizer",
+                                          dtype=torch.float32, device=device, max_length=max_length,
+                                          complex_human_instruction=None)
+    return encoder.eval().requires_grad_(False)
+
+
 def encode_caption_bank(text_encoder, captions: Sequence[str], batch_size: int = 256) -> TextBank:
     """Encode every distinct caption once, exactly as the pipeline will at inference, plus ""."""
     unique = sorted(set(captions))
@@ -710,7 +767,9 @@ def train_sana(
     work = Path(work_dir) if work_dir is not None else out.with_name(out.name + ".work")
     dist = dist or _single_process()
     stop_after = stop_after or {}
-    if resume and latest_checkpoint(work / "checkpoints" / "text_encoder") is None:
+    if cfg.dit.init_from and not cfg.text.init_from:
+        raise ValueError("dit.init_from needs text.init_from (the text encoder that DiT was trained with)")
+    if resume and all(latest_checkpoint(work / "checkpoints" / stage) is None for stage in STAGES):
         raise hub.CheckpointError(
             f"cannot resume: no checkpoint found under {work / 'checkpoints'} (expected "
             f"checkpoints/<stage>/checkpoint-<step>.pt from an earlier run with this work directory)"
@@ -725,9 +784,14 @@ def train_sana(
     data_seconds = time.time() - t0
     tokenizer = build_tokenizer()
 
-    language_model, text_result = train_text_encoder(cfg, bank, tokenizer, dist, work, resume,
-                                                     stop_after.get("text_encoder"), log)
-    text_encoder = make_text_encoder(language_model, tokenizer, cfg.text.max_length, cfg.text.feature_layers)
+    if cfg.text.init_from:
+        text_encoder = load_text_encoder(cfg.text.init_from, cfg.text.max_length, dist.device)
+        text_result = StageResult("text_encoder", 0, 0, [], 0.0)
+        log(f"[text_encoder] using the text encoder of {cfg.text.init_from}")
+    else:
+        language_model, text_result = train_text_encoder(cfg, bank, tokenizer, dist, work, resume,
+                                                         stop_after.get("text_encoder"), log)
+        text_encoder = make_text_encoder(language_model, tokenizer, cfg.text.max_length, cfg.text.feature_layers)
     dcae, dcae_result = train_dcae(cfg, bank, dist, work, resume, stop_after.get("dcae"), log)
 
     t0 = time.time()
@@ -811,14 +875,14 @@ def evaluate_trained(out: Path, cfg: SanaTrainConfig, device: torch.device,
     from genfoundry.sana.pipeline import SanaPipeline
 
     t0 = time.time()
-    pipe = SanaPipeline.from_pretrained(out, device=device)  # fp16 as stored on CUDA, fp32 on the CPU
+    pipe = SanaPipeline.from_pretrained(out, device=device)  # bf16 on CUDA, fp32 on the CPU
     report = sana_eval.evaluate_geneval(pipe, prompts=cfg.eval_prompts, seed=cfg.seed, steps=cfg.eval_steps,
                                         size=cfg.data.size, batch_size=100)
     psnr = sana_eval.dcae_psnr(pipe.vae, cfg.eval_psnr_images, cfg.seed, cfg.data.size)
     table = sana_eval.format_table(report, psnr)
     log(table)
     return {**report.to_dict(), "psnr_db": psnr, "eval_steps": cfg.eval_steps, "sampler": "flow-dpm-solver",
-            "guidance_scale": 4.5, "eval_seconds": round(time.time() - t0, 1), "table": table}
+            "guidance_scale": pipe.config.guidance_scale, "eval_seconds": round(time.time() - t0, 1), "table": table}
 
 
 def _parameter_count(module: nn.Module) -> int:
@@ -840,7 +904,7 @@ def write_model_card(out: Path, cfg: SanaTrainConfig, report: TrainReport, comma
                  f"guidance {m.get('guidance_scale')}, seed {cfg.seed}, flow shift {m.get('flow_shift')}"
                  if "table" in m else "")
     if m.get("flow_shift_validation"):
-        eval_line += (f". The flow shift was chosen on {cfg.validation_prompts} validation prompts (another seed): "
+        eval_line += (f"{'. ' if eval_line else ''}The flow shift was chosen on {cfg.validation_prompts} validation prompts (another seed): "
                       + ", ".join(f"shift {k}: {v:.3f}" for k, v in m["flow_shift_validation"].items()))
     dcae_origin = (f" (this run started from the DC-AE of `{cfg.dcae.init_from}` and trained it "
                    f"{cfg.dcae.steps} more steps)" if cfg.dcae.init_from else "")
@@ -848,6 +912,12 @@ def write_model_card(out: Path, cfg: SanaTrainConfig, report: TrainReport, comma
         dcae_origin += (f", with Gaussian noise of up to {cfg.dcae.latent_noise} x the latent std added to its "
                         "latents in training so that the decoder draws clean shapes from the imperfect latents "
                         "of a small DiT")
+    text_origin = (f" (this run reused the text encoder and tokenizer of `{cfg.text.init_from}` unchanged)"
+                   if cfg.text.init_from else "")
+    dit_origin = (f" (this run continued the DiT of `{cfg.dit.init_from}` with a fresh optimizer and schedule)"
+                  if cfg.dit.init_from else "")
+    if cfg.dit.max_seconds:
+        dit_origin += f", for a wall-clock budget of {cfg.dit.max_seconds:g} s"
     text = f"""# sana-shapes
 
 A small SANA text-to-image model trained from scratch on ShapeWorld ({cfg.data.size}x{cfg.data.size}
@@ -855,10 +925,10 @@ procedural scenes of coloured circles, squares and triangles with GenEval-style 
 parts were trained by `genfoundry train sana`: a word-level tokenizer, a decoder-only Llama-architecture
 text encoder pre-trained as a language model on captions and QA text then frozen (its first
 {cfg.text.feature_layers} of {cfg.text.num_layers} layers are kept: the deeper layers of a small LM trained on
-this grammar encode the next word, which does not depend on the colour or shape just read), a DC-AE
+this grammar encode the next word, which does not depend on the colour or shape just read){text_origin}, a DC-AE
 (f{cfg.dcae.compression}, {cfg.dcae.latent_channels} latent channels) trained for reconstruction{dcae_origin}, and the
 linear DiT trained with flow matching (velocity target, logit-normal timesteps, CFG dropout
-{cfg.dit.cfg_dropout}, EMA {cfg.dit.ema_decay}). Stored in fp16, diffusers layout.
+{cfg.dit.cfg_dropout}, EMA {cfg.dit.ema_decay}){dit_origin}. Stored in fp16, diffusers layout.
 
 ## Data
 {cfg.data.scenes} scenes of the ShapeWorld stream {cfg.data.seed} (`genfoundry.shapes.ShapesDataset`),

@@ -152,6 +152,8 @@ def train_vilau_command(
     contrastive: bool = typer.Option(True, help="--no-contrastive trains the tower without text alignment (ablation)."),
     contrastive_weight: float = typer.Option(0.1, help="Weight of the text-alignment loss (reconstruction: 1)."),
     tower_from: Optional[Path] = typer.Option(None, help="Reuse a finished tower.safetensors (skip stage 1)."),
+    init_from: Optional[str] = typer.Option(
+        None, help="Start from a finished VILA-U folder or zoo name (all weights; stage 2 from step 0)."),
     ema_decay: float = typer.Option(0.0, help="EMA of the weights (0 = off); the exported model uses it."),
     save_every: int = typer.Option(500, min=1),
     log_every: int = typer.Option(20, min=1),
@@ -161,6 +163,7 @@ def train_vilau_command(
     video_fraction: float = typer.Option(0.05, help="Fraction of stage-2 batches made of moving-shape clips."),
 ) -> None:
     """Train VILA-U on ShapeWorld (resumes from the latest checkpoint in --out; torchrun for DDP)."""
+    from genfoundry import hub
     from genfoundry.vilau.data import MixConfig
     from genfoundry.vilau.train import TrainConfig, train
 
@@ -173,13 +176,18 @@ def train_vilau_command(
             device=device, contrastive=contrastive, contrastive_weight=contrastive_weight, ema_decay=ema_decay,
             save_every=save_every,
             log_every=log_every, num_workers=num_workers, tower_from=str(tower_from) if tower_from else None,
+            init_from=init_from,
             max_seconds_tower=max_minutes_tower * 60 if max_minutes_tower else None,
             max_seconds_llm=max_minutes_llm * 60 if max_minutes_llm else None,
             mix=MixConfig(video_fraction=video_fraction),
         )
     except ValueError as err:
         raise typer.BadParameter(str(err)) from None
-    folder = train(cfg)
+    try:
+        folder = train(cfg)
+    except hub.CheckpointError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
     typer.echo(f"model written to {folder}")
 
 

@@ -32,7 +32,7 @@ from tqdm import tqdm
 from genfoundry import hub
 from genfoundry.shapes import ShapesDataset, collate, image_to_tensor
 from genfoundry.training import (
-    EMA, DistInfo, checkpoint_path, cleanup_distributed, latest_checkpoint, load_checkpoint, save_checkpoint,
+    EMA, DistInfo, any_rank, checkpoint_path, cleanup_distributed, latest_checkpoint, load_checkpoint, save_checkpoint,
     seed_everything, setup_distributed,
 )
 from genfoundry.vilau.data import MixConfig, batch_plan, clip_at, generation_segments, understanding_segments
@@ -65,6 +65,9 @@ class TrainConfig:
     max_seconds_tower: float | None = None  # stop a stage early (and finish it normally) after this long
     max_seconds_llm: float | None = None
     tower_from: str | None = None  # reuse a finished tower.safetensors instead of stage 1
+    # Start from a finished VILA-U folder (e.g. the embedded vila-u-shapes): all its weights, stage 1
+    # skipped, stage 2 from step 0 with a fresh optimizer and schedule (continued training elsewhere).
+    init_from: str | None = None
     amp: bool = True  # bf16 autocast on CUDA
 
     def __post_init__(self) -> None:
@@ -85,6 +88,8 @@ class TrainConfig:
             raise ValueError("learning rates must be > 0")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.init_from and self.tower_from:
+            raise ValueError("init_from already holds a tower; pass init_from or tower_from, not both")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ValueError("device 'cuda' requested but torch.cuda.is_available() is False")
 
@@ -94,14 +99,6 @@ def lr_factor(step: int, progress: float, warmup: int) -> float:
     if step < warmup:
         return (step + 1) / warmup
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, max(0.0, progress))))
-
-
-def _stop_everywhere(flag: bool, device: torch.device) -> bool:
-    if dist.is_available() and dist.is_initialized():
-        t = torch.tensor([int(flag)], device=device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return bool(t.item())
-    return flag
 
 
 def _loader(cfg: TrainConfig, info: DistInfo, stream: int, start: int, steps: int, size: int,
@@ -183,7 +180,7 @@ def _run_stage(*, name: str, cfg: TrainConfig, info: DistInfo, module: torch.nn.
             logger.log(name, step, {**avg, "lr": lr * factor, "seconds": time.time() - began})
             bar.set_postfix({k: f"{v:.3f}" for k, v in avg.items()})
             window, count = {}, 0
-        out_of_time = _stop_everywhere(max_seconds is not None and time.time() - began > max_seconds, info.device)
+        out_of_time = any_rank(max_seconds is not None and time.time() - began > max_seconds, info.device)
         if step % cfg.save_every == 0 or step == steps or out_of_time:
             save_checkpoint(checkpoint_path(ckpt_dir, step), model=module, optimizer=optimizer, ema=ema, step=step,
                             extra={"stage": name, "config": asdict(cfg)})
@@ -308,10 +305,19 @@ def train(cfg: TrainConfig) -> Path:
             torch.backends.cudnn.benchmark = True
         if info.is_main:
             hub.write_json_atomic(out / "train_config.json", asdict(cfg))
-        model = VilaU(PRESETS[cfg.preset]()).to(info.device)
+        if cfg.init_from:
+            model = VilaU.from_pretrained(cfg.init_from).float().to(info.device)
+        else:
+            model = VilaU(PRESETS[cfg.preset]()).to(info.device)
         logger = _Logger(out, info.is_main)
         tower_file = Path(cfg.tower_from) if cfg.tower_from else out / "tower.safetensors"
-        if tower_file.exists():
+        if cfg.init_from:
+            if info.is_main:
+                if not tower_file.exists():
+                    hub.save_file(model.tower.state_dict(), tower_file,
+                                  {"contrastive_weight": model.config.tower.contrastive_weight})
+                print(f"[tower] using the tower of {cfg.init_from}", flush=True)
+        elif tower_file.exists():
             _load_tower(model, tower_file)
             if info.is_main:
                 print(f"[tower] using the finished tower {tower_file}", flush=True)
