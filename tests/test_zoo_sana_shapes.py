@@ -56,3 +56,18 @@ def test_draws_held_out_captions_above_a_floor(pipe):
     report = evaluate_geneval(pipe, prompts=40, seed=11, steps=20, guidance_scale=pipe.config.guidance_scale)
     # 40 prompts: a floor at half the claimed score leaves room for sampling noise, not for a broken model
     assert report.overall >= 0.5 * claimed, json.dumps(report.per_category)
+
+
+def test_half_precision_never_reaches_the_dcae():
+    """fp16 activations overflow in the DC-AE's gated convolutions (NaN images, measured on CPU and an
+    H100): a float16 pipeline runs its DC-AE in bfloat16, which stays finite."""
+    import torch
+
+    from genfoundry.sana.pipeline import SanaPipeline
+    from genfoundry.shapes import ShapesDataset
+
+    pipe = SanaPipeline.from_pretrained("sana-shapes", dtype=torch.float16)
+    assert pipe.transformer.dtype == torch.float16 and pipe.vae.dtype == torch.bfloat16
+    images = torch.stack([ShapesDataset(2, seed=5, size=64)[i]["image"] for i in range(2)])
+    with torch.no_grad():
+        assert torch.isfinite(pipe.vae.decode(pipe.vae.encode(images.bfloat16()))).all()

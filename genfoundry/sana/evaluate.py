@@ -87,7 +87,7 @@ def evaluate_geneval(
     prompts: int = 300,
     seed: int = 0,
     steps: int = 20,
-    guidance_scale: float = 4.5,
+    guidance_scale: float | None = None,  # None: the pipeline's own (genfoundry_sana.json)
     sampler: str = "flow-dpm-solver",
     batch_size: int = 50,
     size: int | None = None,

@@ -244,11 +244,12 @@ class SanaPipeline:
     ) -> SanaPipeline:
         """Load a pipeline folder (embedded zoo name, local folder or cached repo id).
 
-        `dtype` None keeps the stored dtype on accelerators and computes in float32 on the CPU, where
-        half-precision kernels are slow or missing (the zoo stores fp16)."""
-        if torch.device(device).type == "cpu":
-            dtype = torch.float32 if dtype is None else dtype
-            text_encoder_dtype = torch.float32 if text_encoder_dtype is None else text_encoder_dtype
+        `dtype` None computes in float32 on the CPU, where half-precision kernels are slow or missing,
+        and in bfloat16 on accelerators: the zoo stores fp16, but fp16 activations overflow in the
+        DC-AE's gated convolutions (NaN images; SANA's own releases run in bf16 too)."""
+        default = torch.float32 if torch.device(device).type == "cpu" else torch.bfloat16
+        dtype = default if dtype is None else dtype
+        text_encoder_dtype = default if text_encoder_dtype is None else text_encoder_dtype
         folder = hub.resolve(name_or_path)
         index_path = folder / MODEL_INDEX_NAME
         if not index_path.exists():
@@ -264,7 +265,9 @@ class SanaPipeline:
             raise hub.CheckpointError(f"pipeline folder {folder} lacks sub-folders: {missing}")
         config = _read_pipeline_config(folder)
         transformer = SanaTransformer.from_pretrained(folder / "transformer", dtype=dtype, device=device)
-        vae = DCAE.from_pretrained(folder / "vae", dtype=dtype, device=device)
+        # fp16 never reaches the DC-AE: its activations overflow there (measured: NaN on CPU and H100)
+        vae_dtype = torch.bfloat16 if dtype == torch.float16 else dtype
+        vae = DCAE.from_pretrained(folder / "vae", dtype=vae_dtype, device=device)
         text_encoder = TextEncoder.from_pretrained(
             folder / "text_encoder", tokenizer_path=folder / "tokenizer", dtype=text_encoder_dtype, device=device,
             max_length=config.max_length, complex_human_instruction=config.complex_human_instruction,

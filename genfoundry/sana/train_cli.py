@@ -89,7 +89,8 @@ def eval_sana_command(
     prompts: int = typer.Option(300, help="Number of held-out prompts (balanced over the categories)."),
     seed: int = typer.Option(0, help="Seed of the prompt sample, the noise and the held-out renders."),
     steps: int = typer.Option(20, help="Sampling steps."),
-    guidance_scale: float = typer.Option(4.5, help="Classifier-free guidance scale."),
+    guidance_scale: Optional[float] = typer.Option(
+        None, help="Classifier-free guidance scale (default: the model's own, from genfoundry_sana.json)."),
     sampler: str = typer.Option("flow-dpm-solver", help="flow-dpm-solver or flow-euler."),
     psnr_images: int = typer.Option(200, help="Held-out renders for the DC-AE PSNR (0 skips)."),
     batch_size: int = typer.Option(50, help="Prompts generated together."),
@@ -110,6 +111,8 @@ def eval_sana_command(
     except hub.CheckpointError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1) from None
+    if guidance_scale is None:
+        guidance_scale = pipe.config.guidance_scale
     report = sana_eval.evaluate_geneval(pipe, prompts=prompts, seed=seed, steps=steps, guidance_scale=guidance_scale,
                                         sampler=sampler, batch_size=batch_size, progress=sys.stderr.isatty())
     psnr = sana_eval.dcae_psnr(pipe.vae, psnr_images, seed, size=sana_eval._pipeline_size(pipe)) if psnr_images else None
@@ -123,11 +126,8 @@ def eval_sana_command(
 def _load_pipeline(model: str, device):
     from genfoundry.sana.pipeline import SanaPipeline
 
-    import torch
-
-    # fp16 as stored on CUDA; fp32 on CPU, where half-precision kernels are slow or missing.
-    dtype = None if device.type == "cuda" else torch.float32
-    return SanaPipeline.from_pretrained(model, device=device, dtype=dtype, text_encoder_dtype=dtype)
+    # from_pretrained's defaults: bf16 on CUDA; fp32 on CPU, where half-precision kernels are slow or missing.
+    return SanaPipeline.from_pretrained(model, device=device)
 
 
 def register(app: typer.Typer) -> None:
