@@ -64,7 +64,9 @@ def test_bad_operand_width_suffix():
 def _check(spec, dataflows, rows=2, cols=2, seed=0, extremes=False):
     d = lego.compile(spec, lego.Arch(rows, cols, dataflows))
     x = lego.random_inputs(d.workload, seed)
-    if extremes:  # the most negative int4 value in every lane exercises the sign of each nibble
+    if extremes == "max":  # all-ones low slices and nibbles (unsigned parts at their largest)
+        x = {n: np.full_like(v, (1 << (d.workload.widths[n] - 1)) - 1) for n, v in x.items()}
+    elif extremes:  # the most negative int4 value in every lane exercises the sign of each nibble
         x = {n: np.full_like(v, -(1 << (d.workload.widths[n] - 1))) for n, v in x.items()}
     out, cycles = d.simulate(x, simulator="icarus")
     ref = lego.reference(d.workload, x)
@@ -82,6 +84,7 @@ def test_svdq_on_int4_lanes_is_bit_exact(df):
     assert d.hw_workload.stages[0].lanes == 4
     assert "+: 4]" in d.verilog  # the lane dot product, not a 16-bit multiply of packed words
     _check("svdq:3x4x8x2", df, extremes=True)
+    _check("svdq:3x4x8x2", df, extremes="max")
 
 
 @needs_iverilog
