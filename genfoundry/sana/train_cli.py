@@ -47,7 +47,7 @@ def _device_for(device: str):
 
 def train_sana_command(
     out: Path = typer.Option(..., "--out", "-o", help="Pipeline folder to write (diffusers layout + model card)."),
-    preset: str = typer.Option("cpu", help="Recipe: tiny (seconds), cpu (minutes on CPU), gpu (~5 min on one GPU)."),
+    preset: str = typer.Option("cpu", help="Recipe: tiny (seconds), cpu (minutes on CPU), gpu (~10 min on one GPU, estimated)."),
     work_dir: Optional[Path] = typer.Option(None, help="Checkpoints and logs (default: <out>.work)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --work-dir from its latest checkpoints."),
     seed: Optional[int] = typer.Option(None, help="Seed of the run (default: the preset's)."),
