@@ -88,13 +88,14 @@ def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-def any_rank(flag: bool, device: torch.device) -> bool:
-    """True on every rank when `flag` is true on any (so all ranks stop a loop at the same step)."""
+def rank_max(value: float, device: torch.device) -> float:
+    """The largest `value` over all ranks (e.g. elapsed seconds: the slowest rank's clock), the same on
+    every rank, so that time-driven decisions (learning rate, stopping) agree across the job."""
     if _distributed():
-        t = torch.tensor([int(flag)], device=device)
+        t = torch.tensor([float(value)], dtype=torch.float64, device=device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return bool(t.item())
-    return flag
+        return float(t.item())
+    return float(value)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -10,7 +10,7 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
-from genfoundry.training import DistInfo, cleanup_distributed, seed_everything, setup_distributed
+from genfoundry.training import DistInfo, cleanup_distributed, rank_max, seed_everything, setup_distributed
 
 STEPS = 3
 BATCH = 8
@@ -55,12 +55,16 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
         per_rank = BATCH // world_size
         _train(model, slice(rank * per_rank, (rank + 1) * per_rank))
         torch.save(model.module.state_dict(), os.path.join(out_dir, f"rank{rank}.pt"))
+        # time budgets: every rank sees the slowest rank's clock, so learning rates and stops agree
+        with open(os.path.join(out_dir, f"clock{rank}.txt"), "w") as f:
+            f.write(repr(rank_max(10.0 + 2.5 * rank, info.device)))
     finally:
         cleanup_distributed()
 
 
 def test_ddp_two_gloo_ranks_average_gradients(tmp_path):
     mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    assert [float((tmp_path / f"clock{r}.txt").read_text()) for r in range(2)] == [12.5, 12.5]
     rank0 = torch.load(tmp_path / "rank0.pt")
     rank1 = torch.load(tmp_path / "rank1.pt")
     single = _model()

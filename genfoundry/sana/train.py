@@ -39,10 +39,10 @@ from genfoundry import hub
 from genfoundry.training import (
     EMA,
     DistInfo,
-    any_rank,
     checkpoint_path,
     latest_checkpoint,
     load_checkpoint,
+    rank_max,
     save_checkpoint,
     seed_everything,
 )
@@ -385,13 +385,13 @@ def run_stage(
     window: list[torch.Tensor] = []
     log_every = max(1, min(50, steps // 20))
     began = time.time()
+    elapsed = 0.0  # seconds of this call, as of the last step, agreed by all ranks (only with a budget)
     bar = tqdm(range(start, steps), desc=name, initial=start, total=steps,
                disable=not (dist.is_main and sys.stderr.isatty()))
     model.train()
     for step in bar:
         if stop_after is not None and step - start >= stop_after:
             raise TrainingStopped(f"[{name}] stopped after {stop_after} steps at step {step}")
-        elapsed = time.time() - began
         time_progress = elapsed / max_seconds if max_seconds and step - start >= warmup else 0.0
         lr = learning_rate(step, steps, base_lr, warmup, time_progress)
         for group in optimizer.param_groups:
@@ -416,7 +416,9 @@ def run_stage(
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
             if bar.disable and dist.is_main and (done % (log_every * 5) == 0 or done == steps):
                 log(f"[{name}] step {done}/{steps} loss {losses[-1]:.5f} lr {lr:.2e}")
-        out_of_time = any_rank(max_seconds is not None and time.time() - began >= max_seconds, device)
+        if max_seconds is not None:
+            elapsed = rank_max(time.time() - began, device)
+        out_of_time = max_seconds is not None and elapsed >= max_seconds
         if done % checkpoint_every == 0 or done == steps or out_of_time:
             save_checkpoint(checkpoint_path(folder, done), model=model, optimizer=optimizer, ema=ema,
                             step=done, extra={"stage": name})

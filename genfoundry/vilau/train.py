@@ -32,8 +32,8 @@ from tqdm import tqdm
 from genfoundry import hub
 from genfoundry.shapes import ShapesDataset, collate, image_to_tensor
 from genfoundry.training import (
-    EMA, DistInfo, any_rank, checkpoint_path, cleanup_distributed, latest_checkpoint, load_checkpoint, save_checkpoint,
-    seed_everything, setup_distributed,
+    EMA, DistInfo, checkpoint_path, cleanup_distributed, latest_checkpoint, load_checkpoint, rank_max,
+    save_checkpoint, seed_everything, setup_distributed,
 )
 from genfoundry.vilau.data import MixConfig, batch_plan, clip_at, generation_segments, understanding_segments
 from genfoundry.vilau.model import Segment, VilaU, VilaUConfig
@@ -150,6 +150,7 @@ def _run_stage(*, name: str, cfg: TrainConfig, info: DistInfo, module: torch.nn.
         trained = torch.nn.parallel.DistributedDataParallel(
             module, device_ids=[info.device.index] if info.device.type == "cuda" else None)
     began = time.time()
+    elapsed = 0.0  # seconds of this call, as of the last step, agreed by all ranks (only with a budget)
     step = start
     window: dict[str, float] = {}
     count = 0
@@ -158,7 +159,7 @@ def _run_stage(*, name: str, cfg: TrainConfig, info: DistInfo, module: torch.nn.
         # With a time budget the schedule follows whichever runs out first, steps or seconds.
         progress = (step - cfg.warmup_steps) / max(1, steps - cfg.warmup_steps)
         if max_seconds is not None and step > cfg.warmup_steps:
-            progress = max(progress, (time.time() - began) / max_seconds)
+            progress = max(progress, elapsed / max_seconds)
         factor = lr_factor(step, progress, cfg.warmup_steps)
         for group in optimizer.param_groups:
             group["lr"] = lr * factor
@@ -180,7 +181,9 @@ def _run_stage(*, name: str, cfg: TrainConfig, info: DistInfo, module: torch.nn.
             logger.log(name, step, {**avg, "lr": lr * factor, "seconds": time.time() - began})
             bar.set_postfix({k: f"{v:.3f}" for k, v in avg.items()})
             window, count = {}, 0
-        out_of_time = any_rank(max_seconds is not None and time.time() - began > max_seconds, info.device)
+        if max_seconds is not None:
+            elapsed = rank_max(time.time() - began, info.device)
+        out_of_time = max_seconds is not None and elapsed > max_seconds
         if step % cfg.save_every == 0 or step == steps or out_of_time:
             save_checkpoint(checkpoint_path(ckpt_dir, step), model=module, optimizer=optimizer, ema=ema, step=step,
                             extra={"stage": name, "config": asdict(cfg)})
