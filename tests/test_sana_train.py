@@ -163,7 +163,8 @@ def test_continue_from_a_trained_pipeline(straight_run, tmp_path):
     straight, _ = straight_run
     src = str(straight)
     cfg = sana_train.preset("tiny", **{**TINY, "dit.steps": 2, "dcae.steps": 0, "text.init_from": src,
-                                       "dcae.init_from": src, "dit.init_from": src, "dit.width": 96})
+                                       "dcae.init_from": src, "dit.init_from": src, "dit.width": 96,
+                                       "dit.category_weights": {"position": 2.0}})
     report = sana_train.train_sana(cfg, tmp_path / "more", log=_quiet)
     before, after = _state(straight), _state(tmp_path / "more")
     for key, value in before.items():
@@ -174,9 +175,39 @@ def test_continue_from_a_trained_pipeline(straight_run, tmp_path):
     assert any(not torch.equal(before[k], after[k]) for k in dit)
     assert report.stages["text_encoder"]["steps"] == 0 and report.stages["transformer"]["steps"] == 2
     assert "continued the DiT of" in (tmp_path / "more" / "README.md").read_text()
+    saved = json.loads((tmp_path / "more.work" / "config.json").read_text())
+    assert saved["dit"]["category_weights"] == {"position": 2.0}
     with pytest.raises(ValueError, match="needs text.init_from"):
         sana_train.train_sana(sana_train.preset("tiny", **{**TINY, "dit.init_from": src}), tmp_path / "x",
                               log=_quiet)
     with pytest.raises(hub.CheckpointError, match="text_encoder/ and tokenizer/"):
         sana_train.train_sana(sana_train.preset("tiny", **{**TINY, "text.init_from": str(tmp_path)}),
                               tmp_path / "y", log=_quiet)
+
+
+def test_category_weights_shift_the_scenes_a_batch_draws(tmp_path):
+    """dit.category_weights: scenes are drawn in proportion to their category's weight; no table keeps the
+    uniform draw; bad tables are clear errors before any work."""
+    categories = ["position"] * 100 + ["colors"] * 300
+    gen = torch.Generator().manual_seed(0)
+    plain = sana_train.draw_scenes(400, 8, gen)
+    assert torch.equal(plain, torch.randint(400, (8,), generator=torch.Generator().manual_seed(0)))
+    assert sana_train.scene_weights(categories, None) is None
+
+    weights = sana_train.scene_weights(categories, {"position": 3.0})
+    drawn = sana_train.draw_scenes(400, 20_000, torch.Generator().manual_seed(1), weights)
+    share = (drawn < 100).float().mean().item()  # position: 100 x 3 of 100 x 3 + 300 x 1 -> one half
+    assert share == pytest.approx(0.5, abs=0.02)
+    only = sana_train.scene_weights(categories, {"colors": 0})
+    assert (sana_train.draw_scenes(400, 500, torch.Generator().manual_seed(2), only) < 100).all()
+
+    for bad, match in (({"positions": 2.0}, "unknown categories"), ({"position": -1}, ">= 0"),
+                       (["position"], "must map"),
+                       ({c: 0 for c in ("single_object", "two_objects", "counting", "colors", "position")},
+                        "every category weight 0")):
+        with pytest.raises(ValueError, match=match):
+            sana_train.scene_weights(categories, bad)
+    with pytest.raises(ValueError, match="unknown categories"):
+        sana_train.train_sana(sana_train.preset("tiny", **{**TINY, "dit.category_weights": {"left": 1}}),
+                              tmp_path / "bad", log=_quiet)
+    assert not (tmp_path / "bad").exists()

@@ -128,6 +128,9 @@ class DiTTrainConfig:
     init_from: str | None = None
     logit_mean: float = 0.0
     logit_std: float = 1.0
+    # Sampling weight of the training scenes by GenEval category, e.g. {"position": 2.5}; categories not
+    # named keep weight 1 (None: every scene equally likely). Shifts DiT steps toward a hard category.
+    category_weights: dict[str, float] | None = None
 
 
 @dataclass
@@ -548,10 +551,43 @@ def flow_matching_loss(model: nn.Module, x0: torch.Tensor, text: torch.Tensor, m
     return F.mse_loss(velocity.float(), eps - x0)
 
 
+def scene_weights(categories: Sequence[str], weights: dict[str, float] | None) -> torch.Tensor | None:
+    """Per-scene sampling weights from category weights (None when all scenes are equally likely)."""
+    from genfoundry.shapes import CATEGORIES
+
+    if not weights:
+        return None
+    if not isinstance(weights, dict):
+        raise ValueError(f"dit.category_weights must map category names to weights, got {weights!r}")
+    unknown = sorted(set(weights) - set(CATEGORIES))
+    if unknown:
+        raise ValueError(f"dit.category_weights names unknown categories {unknown}; expected some of "
+                         f"{', '.join(CATEGORIES)}")
+    bad = {k: v for k, v in weights.items() if not isinstance(v, (int, float)) or not v >= 0}
+    if bad:
+        raise ValueError(f"dit.category_weights must be numbers >= 0, got {bad}")
+    if not any(float(weights.get(c, 1.0)) > 0 for c in CATEGORIES):
+        raise ValueError(f"dit.category_weights {weights} give every category weight 0")
+    per_scene = torch.tensor([float(weights.get(c, 1.0)) for c in categories], dtype=torch.float64)
+    if len(categories) and not per_scene.sum() > 0:
+        raise ValueError(f"dit.category_weights {weights} give every training scene weight 0")
+    return per_scene
+
+
+def draw_scenes(count: int, batch: int, gen: torch.Generator, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Indices of one batch of scenes: uniform over `count`, or in proportion to `weights` (with replacement)."""
+    if weights is None:
+        return torch.randint(count, (batch,), generator=gen, device=gen.device)
+    return torch.multinomial(weights, batch, replacement=True, generator=gen)
+
+
 def train_transformer(cfg: SanaTrainConfig, latents: torch.Tensor, caption_rows: torch.Tensor, texts: TextBank,
                       dist: DistInfo, work_dir: Path, resume: bool, stop_after: int | None = None,
-                      log: Callable[[str], None] = print):
-    """Train the DiT on cached (scaled) latents; returns (model with EMA weights, result)."""
+                      log: Callable[[str], None] = print, weights: torch.Tensor | None = None):
+    """Train the DiT on cached (scaled) latents; returns (model with EMA weights, result).
+
+    `weights` (one per latent, e.g. from `scene_weights`) makes a batch draw scenes in proportion to them.
+    """
     from genfoundry.sana.transformer import SanaTransformer
 
     dc = cfg.dit
@@ -576,8 +612,11 @@ def train_transformer(cfg: SanaTrainConfig, latents: torch.Tensor, caption_rows:
     trained = _maybe_ddp(model, dist)
     per_rank = _per_rank_batch(dc.batch_size, dist)
 
+    if weights is not None:
+        weights = weights.to(device=dist.device, dtype=torch.float32)
+
     def loss_fn(step: int, gen: torch.Generator) -> torch.Tensor:
-        idx = torch.randint(len(latents), (per_rank,), generator=gen, device=gen.device)
+        idx = draw_scenes(len(latents), per_rank, gen, weights)
         rows = caption_rows[idx]
         drop = torch.rand(per_rank, generator=gen, device=gen.device) < dc.cfg_dropout
         rows = torch.where(drop, torch.full_like(rows, texts.empty), rows)
@@ -781,6 +820,7 @@ def train_sana(
         work.mkdir(parents=True, exist_ok=True)
         hub.write_json_atomic(work / "config.json", cfg.to_dict())
 
+    scene_weights([], cfg.dit.category_weights)  # a bad weight table fails before any work
     log(f"rendering {cfg.data.scenes} ShapeWorld scenes ({cfg.data.size}x{cfg.data.size}, stream {cfg.data.seed})")
     t0 = time.time()
     bank = render_bank(cfg.data.scenes, cfg.data.seed, cfg.data.size, cfg.data.workers)
@@ -803,7 +843,8 @@ def train_sana(
     caption_rows = torch.tensor([texts.index[c] for c in bank.captions], device=dist.device)
     cache_seconds = time.time() - t0
     transformer, dit_result = train_transformer(cfg, latents, caption_rows, texts, dist, work, resume,
-                                                stop_after.get("transformer"), log)
+                                                stop_after.get("transformer"), log,
+                                                scene_weights(bank.categories, cfg.dit.category_weights))
     stages = {r.name: r.summary() for r in (text_result, dcae_result, dit_result)}
     stages["data"] = {"seconds": round(data_seconds, 2), "scenes": cfg.data.scenes}
     stages["cache"] = {"seconds": round(cache_seconds, 2), "distinct_captions": len(texts.index)}
