@@ -558,7 +558,7 @@ def scene_weights(categories: Sequence[str], weights: dict[str, float] | None) -
     if not weights:
         return None
     if not isinstance(weights, dict):
-        raise ValueError(f"dit.category_weights must map category names to weights, got {weights!r}")
+        raise ValueError(f"dit.category_weights must map category names to weights, got {weights!r}")  # noqa: TRY004 (config errors: ValueError)
     unknown = sorted(set(weights) - set(CATEGORIES))
     if unknown:
         raise ValueError(f"dit.category_weights names unknown categories {unknown}; expected some of "
