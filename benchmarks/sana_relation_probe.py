@@ -7,7 +7,10 @@ Two measurements per model:
    object's colour and shape. A DiT that uses a word moves its prediction when the word changes. Beside
    it, how much the swap changes the text features the DiT reads (the largest relative change over
    the caption's tokens): a word the DiT ignores although its features change is not a text problem.
-2. Placement: for relation captions, generate images (same seeds for every relation), detect the two
+2. Attention: the share of the cross-attention each caption token receives (mean over layers, heads
+   and image tokens). A DiT that routes words to places concentrates it; a uniform share means the
+   image tokens all read about the same average of the caption.
+3. Placement: for relation captions, generate images (same seeds for every relation), detect the two
    objects and report how often the first lies left of / above the second. A DiT that ignores the
    relation places the objects the same way whatever the caption says.
 
@@ -19,12 +22,15 @@ Writes benchmarks/results/sana_relation_probe.json and .md.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from genfoundry import hub
+from genfoundry.nn.attention import CrossAttention
 from genfoundry.sana import SanaPipeline
 from genfoundry.shapes.detect import detect
 
@@ -69,6 +75,59 @@ def sensitivity(pipe: SanaPipeline, noises: int, seed: int) -> dict[str, dict[st
     return out
 
 
+@contextlib.contextmanager
+def recorded_cross_attention(probs: list[torch.Tensor]):
+    """While active, every CrossAttention call appends its softmax weights [B, heads, N, L] to `probs`."""
+    forward = CrossAttention.forward
+
+    def recording(self, x, context, bias=None):
+        batch = x.shape[0]
+        q = self.to_q(x)
+        k = self.to_k(context)
+        if self.norm_q is not None:
+            q, k = self.norm_q(q), self.norm_k(k)
+        q = q.view(batch, -1, self.heads, self.head_dim).transpose(1, 2)
+        k = k.view(batch, -1, self.heads, self.head_dim).transpose(1, 2)
+        scores = (q @ k.transpose(-1, -2)).float() / math.sqrt(self.head_dim)
+        if bias is not None:
+            scores = scores + bias.float()
+        probs.append(scores.softmax(-1))
+        return forward(self, x, context, bias)
+
+    CrossAttention.forward = recording
+    try:
+        yield
+    finally:
+        CrossAttention.forward = forward
+
+
+@torch.no_grad()
+def attention_share(pipe: SanaPipeline, caption: str, noises: int, seed: int) -> tuple[dict, dict]:
+    """Per time t: the mean cross-attention weight on each token of `caption` (keyed 'index:token'), and
+    how spread one image token's attention is (its largest weight; its entropy / log(tokens), 1 = uniform),
+    averaged over layers, heads and image tokens."""
+    tr = pipe.transformer
+    text, mask = pipe.encode_prompt([caption], guidance=False)
+    tokenizer = pipe.text_encoder.tokenizer
+    tokens = tokenizer.convert_ids_to_tokens(tokenizer(caption).input_ids)[: int(mask[0].sum())]
+    size = pipe.default_size // pipe.vae.spatial_compression_ratio
+    gen = torch.Generator().manual_seed(seed)
+    out, spread = {}, {}
+    for t in TIMES:
+        probs: list[torch.Tensor] = []
+        with recorded_cross_attention(probs):
+            for _ in range(noises):
+                x = torch.randn(1, tr.config.in_channels, size, size, generator=gen).to(pipe.device, tr.dtype)
+                tr(x, torch.full((1,), t * 1000.0, device=pipe.device), text, mask)
+        weights = torch.stack(probs)[:, 0, :, :, : len(tokens)]  # [layers x noises, heads, image tokens, L]
+        share = weights.mean(dim=(0, 1, 2))
+        entropy = -(weights * weights.clamp_min(1e-12).log()).sum(-1) / math.log(len(tokens))
+        out[str(t)] = {f"{i}:{tok}": round(share[i].item(), 4) for i, tok in enumerate(tokens)}
+        spread[str(t)] = {"max_weight": round(weights.max(-1).values.mean().item(), 4),
+                          "entropy": round(entropy.mean().item(), 4)}
+    return out, spread
+
+
 def placement(pipe: SanaPipeline, seeds: int, guidance: float | None) -> dict[str, dict[str, float]]:
     """Per relation: images where both objects were found, and the share with the first object left of
     / above the second (centre offsets), over PAIRS x `seeds` images (the same seeds for each relation)."""
@@ -104,6 +163,7 @@ def main() -> None:
     for name in args.model:
         pipe = SanaPipeline.from_pretrained(name)
         models[name] = {"sensitivity": sensitivity(pipe, args.noises, seed=0),
+                        **dict(zip(("attention", "attention_spread"), attention_share(pipe, BASE, args.noises, 0))),
                         "placement": placement(pipe, args.seeds, args.guidance_scale),
                         "guidance_scale": args.guidance_scale or pipe.config.guidance_scale}
         print(f"{name}: {models[name]}", flush=True)
@@ -117,6 +177,14 @@ def main() -> None:
                   "| --- | ---: |" + " ---: |" * len(TIMES)]
         lines += [f"| {k} | {v['text']:.4f} | " + " | ".join(f"{v[str(t)]:.4f}" for t in TIMES) + " |"
                   for k, v in m["sensitivity"].items()]
+        tokens = list(m["attention"][str(TIMES[0])])
+        lines += ["", f"Share of the cross-attention per token of \"{BASE}\" (uniform: {1 / len(tokens):.3f}):", "",
+                  "| t | " + " | ".join(tok.split(":", 1)[1] for tok in tokens) + " | one image token: largest weight | "
+                  "entropy (1 = uniform) |",
+                  "| --- |" + " ---: |" * (len(tokens) + 2)]
+        lines += [f"| {t} | " + " | ".join(f"{m['attention'][str(t)][tok]:.3f}" for tok in tokens)
+                  + f" | {m['attention_spread'][str(t)]['max_weight']:.3f} | {m['attention_spread'][str(t)]['entropy']:.3f} |"
+                  for t in TIMES]
         lines += ["", (f"Placement ({args.seeds} seeds x {len(PAIRS)} object pairs per relation, the same "
                        "seeds for every relation):"), "",
                   "| caption relation | both objects found | first left of second | first above second |",
