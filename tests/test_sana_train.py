@@ -174,7 +174,8 @@ def test_continue_from_a_trained_pipeline(straight_run, tmp_path):
     assert all(before[k].shape == after[k].shape for k in dit)  # the folder's architecture, not dit.width
     assert any(not torch.equal(before[k], after[k]) for k in dit)
     assert report.stages["text_encoder"]["steps"] == 0 and report.stages["transformer"]["steps"] == 2
-    assert "continued the DiT of" in (tmp_path / "more" / "README.md").read_text()
+    card = (tmp_path / "more" / "README.md").read_text()
+    assert "continued the DiT of" in card and 'category weights {"position": 2.0}' in card
     saved = json.loads((tmp_path / "more.work" / "config.json").read_text())
     assert saved["dit"]["category_weights"] == {"position": 2.0}
     with pytest.raises(ValueError, match="needs text.init_from"):

@@ -962,6 +962,12 @@ def write_model_card(out: Path, cfg: SanaTrainConfig, report: TrainReport, comma
                   if cfg.dit.init_from else "")
     if cfg.dit.max_seconds:
         dit_origin += f", for a wall-clock budget of {cfg.dit.max_seconds:g} s"
+    weights = cfg.dit.category_weights
+    shares = (f"in equal shares, which the DiT drew with the category weights {json.dumps(weights)} (others 1)"
+              if weights else "in equal shares")
+    hard_share = (f"the DiT drew the training scenes with the category weights {json.dumps(weights)} "
+                  "(categories not named: 1)" if weights else
+                  "they are each a fifth of the training scenes (categories are sampled uniformly)")
     text = f"""# sana-shapes
 
 A small SANA text-to-image model trained from scratch on ShapeWorld ({cfg.data.size}x{cfg.data.size}
@@ -976,7 +982,7 @@ linear DiT trained with flow matching (velocity target, logit-normal timesteps, 
 
 ## Data
 {cfg.data.scenes} scenes of the ShapeWorld stream {cfg.data.seed} (`genfoundry.shapes.ShapesDataset`),
-categories single_object, two_objects, counting, colors, position in equal shares; the text encoder
+categories single_object, two_objects, counting, colors, position {shares}; the text encoder
 also read every question/answer line of those scenes. Evaluation uses other seeds (held-out prompts
 and renders; see `genfoundry/sana/evaluate.py`).
 
@@ -997,12 +1003,12 @@ Wall time of training (data, all stages, writing): **{report.seconds:.0f} s** on
 {metrics}
 
 ## Counting and position
-These are the hard categories. What the recipe does for them: they are each a fifth of the training
-scenes (categories are sampled uniformly); the DiT adds a 2-D sincos position embedding
-(`interpolation_scale` 1.0, as SANA-4K does) so left/right/above/below and object placement do not
-rest on the zero padding of the depthwise convolutions alone; the text features come from an early
-LM layer, where "two"/"three"/"four" and "left"/"right" stay distinct (see above); training relations
-are rendered with a margin beyond the evaluator's threshold.
+These are the hard categories. What the recipe does for them: {hard_share}; the DiT adds a 2-D sincos
+position embedding (`interpolation_scale` 1.0, as SANA-4K does) so left/right/above/below and object
+placement do not rest on the zero padding of the depthwise convolutions alone; the text features come
+from an early LM layer, where number and relation words are more distinct than deeper in the LM (see
+above); training relations are rendered with a margin beyond the evaluator's threshold.
+`benchmarks/sana_relation_probe.py` measures whether the DiT acts on the relation word.
 
 ## Use
 ```
