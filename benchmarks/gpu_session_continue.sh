@@ -20,15 +20,7 @@ if [ "${SMOKE:-0}" = 1 ]; then
 fi
 (command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total --format=csv) >"$out/gpu.txt" 2>&1
 
-(
-  timeout $(( budget + 100 )) "$py" -m genfoundry.sana.train_cli train sana --preset cpu --device "$device" \
-    --out "$out/sana" --set data.scenes=$scenes --set data.workers=$workers \
-    --set text.init_from="\"$sana_in\"" --set dcae.init_from="\"$sana_in\"" --set dcae.steps=0 \
-    --set dit.init_from="\"$sana_in\"" --set dit.batch_size=256 --set dit.lr=3e-4 --set dit.warmup=100 \
-    --set dit.steps=1000000 --set dit.max_seconds="$budget" --set eval_prompts=0 \
-    --set validation_prompts=$vals >"$out/sana.log" 2>&1
-  echo "sana exit $? after $(( $(date +%s) - start )) s" | tee -a "$out/jobs.txt"
-) &
+sana_continue_job sana "$sana_in" "$budget" 100 256 &
 vilau_job "$vilau_in" 5e-4 50 "$budget" $vworkers &
 wait
 pack sana vilau/model vilau/log.jsonl vilau/summary.json sana.log vilau.log sana.work/report.json gpu.txt jobs.txt

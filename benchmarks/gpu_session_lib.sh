@@ -10,6 +10,21 @@ vilau_job() {
   echo "vilau exit $? after $(( $(date +%s) - start )) s" | tee -a "$out/jobs.txt"
 }
 
+# sana_continue_job NAME INIT_FROM BUDGET_SECONDS GUARD_SECONDS BATCH [more --set overrides]: continue the
+# DiT of a SANA pipeline folder (its text encoder and DC-AE reused unchanged; fresh optimizer, lr 3e-4) for a
+# wall-clock budget, killed GUARD s after it so that the packing always runs. Expects $scenes $workers $vals.
+sana_continue_job() {
+  local name=$1 init=$2 budget=$3 guard=$4 batch=$5
+  shift 5
+  timeout $(( budget + guard )) "$py" -m genfoundry.sana.train_cli train sana --preset cpu --device "$device" \
+    --out "$out/$name" --set data.scenes=$scenes --set data.workers=$workers \
+    --set text.init_from="\"$init\"" --set dcae.init_from="\"$init\"" --set dcae.steps=0 \
+    --set dit.init_from="\"$init\"" --set dit.batch_size=$batch --set dit.lr=3e-4 --set dit.warmup=100 \
+    --set dit.steps=1000000 --set dit.max_seconds="$budget" --set eval_prompts=0 \
+    --set validation_prompts=$vals "$@" >"$out/$name.log" 2>&1
+  echo "$name exit $? after $(( $(date +%s) - start )) s" | tee -a "$out/jobs.txt"
+}
+
 # pack ITEM...: the existing items of $out (no checkpoints, no frozen VILA-U tower) as
 # results.tar.part-* pieces of at most 15 MiB (the device tool returns files of up to 16 MiB).
 pack() {

@@ -22,19 +22,9 @@ if [ "${SMOKE:-0}" = 1 ]; then
 fi
 (command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total --format=csv) >"$out/gpu.txt" 2>&1
 
-# sana_job NAME WEIGHTS_JSON
-sana_job() {
-  timeout $(( budget + guard )) "$py" -m genfoundry.sana.train_cli train sana --preset cpu --device "$device" \
-    --out "$out/$1" --set data.scenes=$scenes --set data.workers=$workers --set data.seed=1 \
-    --set text.init_from="\"$sana_in\"" --set dcae.init_from="\"$sana_in\"" --set dcae.steps=0 \
-    --set dit.init_from="\"$sana_in\"" --set dit.batch_size=$batch --set dit.lr=3e-4 --set dit.warmup=100 \
-    --set dit.steps=1000000 --set dit.max_seconds="$budget" --set dit.category_weights="$2" \
-    --set eval_prompts=0 --set validation_prompts=$vals >"$out/$1.log" 2>&1
-  echo "$1 exit $? after $(( $(date +%s) - start )) s" | tee -a "$out/jobs.txt"
-}
-
-sana_job sana-uniform null &
-sana_job sana-position "{\"position\": $position_weight}" &
+sana_continue_job sana-uniform "$sana_in" "$budget" $guard $batch --set data.seed=1 --set dit.category_weights=null &
+sana_continue_job sana-position "$sana_in" "$budget" $guard $batch --set data.seed=1 \
+  --set dit.category_weights="{\"position\": $position_weight}" &
 vilau_job "$vilau_in" 5e-4 50 "$budget" $vworkers &
 wait
 pack sana-uniform sana-position vilau/model vilau/log.jsonl vilau/summary.json sana-uniform.log sana-position.log \
