@@ -38,7 +38,7 @@ def main() -> None:
 
     from genfoundry import hub
     from genfoundry.shapes import render
-    from genfoundry.vilau.generate import generate_codes
+    from genfoundry.vilau.generate import DecodeStream, generate_codes
     from genfoundry.vilau.model import VilaU, VilaUConfig
 
     torch.manual_seed(0)
@@ -49,30 +49,43 @@ def main() -> None:
     device = model.device
     repeats = 1 if args.quick else args.repeats
     tokens_per_image = model.config.image_tokens
-    prompt = "a red circle to the left of a blue square"
+    prompts = ["a red circle to the left of a blue square", "two green triangles", "a yellow square",
+               "a blue circle and a red triangle", "three red circles", "a green square above a yellow circle",
+               "a blue triangle", "two yellow squares"]
     rows = []
-    generate_codes(model, prompt, seed=0, use_cache=True)  # warm-up
+    generate_codes(model, prompts[:2], seed=0, use_cache=True)  # warm-up
     same = True
-    # one image (64 positions) and a clip of video_frames images (their tokens concatenated): without the
-    # cache every position re-runs the whole sequence, so the gap grows with the length
-    for frames in (None, model.config.video_frames):
+    # without the cache every position re-runs the whole sequence, so the gap grows with the sequence
+    # (a clip: its frames' tokens concatenated) and with the rows decoded together (a batch of captions,
+    # each with its CFG row); "transformers" is the same cached decoding through the transformers forward
+    cases = [("image", None, 1), (f"clip of {model.config.video_frames} frames", model.config.video_frames, 1),
+             ("batch of 8 images", None, 8)]
+    for what, frames, batch in cases:
         codes = {}
-        tokens = tokens_per_image * (frames or 1)
-        for use_cache in (True, False):
+        tokens = tokens_per_image * (frames or 1) * batch
+        for use_cache, backend in ((True, None), (False, None), (True, "transformers")):
+            if backend and (frames or batch > 1):
+                continue
             times = []
             for r in range(repeats):
                 _sync(device)
                 t = time.perf_counter()
-                codes[use_cache] = generate_codes(model, prompt, frames=frames, cfg=3.0, seed=r, use_cache=use_cache)
+                codes[use_cache, backend] = generate_codes(model, prompts[:batch], frames=frames, cfg=3.0, seed=r,
+                                                           use_cache=use_cache, backend=backend)
                 _sync(device)
                 times.append(time.perf_counter() - t)
             best = min(times)
-            rows.append({"what": f"clip of {frames} frames" if frames else "image", "image_tokens": tokens,
-                         "kv_cache": use_cache, "seconds": best, "image_tokens_per_s": tokens / best})
-        same = same and bool((codes[True] == codes[False]).all())
-    speedups = {rows[i]["what"]: rows[i]["image_tokens_per_s"] / rows[i + 1]["image_tokens_per_s"]
-                for i in range(0, len(rows), 2)}
+            rows.append({"what": what, "image_tokens": tokens, "kv_cache": use_cache,
+                         "backend": backend or DecodeStream(model).backend, "seconds": best,
+                         "image_tokens_per_s": tokens / best})
+        same = same and all(bool((c == codes[True, None]).all()) for c in codes.values())
+    speedups = {}
+    for what, _, _ in cases:
+        lean = [r for r in rows if r["what"] == what and r["backend"] == "lean"]
+        speedups[what] = lean[0]["image_tokens_per_s"] / lean[1]["image_tokens_per_s"]
     speedup = speedups["image"]
+    reference = [r for r in rows if r["backend"] == "transformers"]
+    lean_gain = rows[0]["image_tokens_per_s"] / reference[0]["image_tokens_per_s"] if reference else None
 
     image = render("a red circle and a blue square", size=model.config.tower.image_size, seed=0)
     model.answer(image, "what color is the circle?")  # warm-up
@@ -88,19 +101,22 @@ def main() -> None:
         "model": "random-" + ("tiny" if args.quick else "shapes") if args.random else args.model,
         "image_tokens_per_image": tokens_per_image, "depth": model.config.tower.depth, "cfg": 3.0,
         "generation": rows, "kv_cache_speedup": speedup, "kv_cache_speedups": speedups,
-        "cached_equals_recomputed": same,
+        "cached_equals_recomputed": same, "lean_over_transformers_cached": lean_gain,
         "answer_latency_ms": {"median": 1000 * statistics.median(latencies), "min": 1000 * min(latencies)},
     }
     name = "vilau_speed_quick" if args.quick else "vilau_speed"
     hub.write_json_atomic(args.results / f"{name}.json", result)
-    md = ["# VILA-U decoding speed", "", f"device: {result['device']}; model: {result['model']}; "
-          f"{tokens_per_image} image tokens x depth {result['depth']}, cfg 3", "",
-          "| output | image tokens | KV cache | seconds | image tokens / s |", "| --- | ---: | --- | ---: | ---: |"]
-    md += [f"| {r['what']} | {r['image_tokens']} | {'yes' if r['kv_cache'] else 'no'} | {r['seconds']:.3f} | "
-           f"{r['image_tokens_per_s']:.1f} |" for r in rows]
+    md = ["# VILA-U decoding speed", "", (f"device: {result['device']}; model: {result['model']}; "
+                                          f"{tokens_per_image} image tokens x depth {result['depth']}, cfg 3"), "",
+          "| output | image tokens | KV cache | decoder | seconds | image tokens / s |",
+          "| --- | ---: | --- | --- | ---: | ---: |"]
+    md += [f"| {r['what']} | {r['image_tokens']} | {'yes' if r['kv_cache'] else 'no'} | {r['backend']} | "
+           f"{r['seconds']:.3f} | {r['image_tokens_per_s']:.1f} |" for r in rows]
     md += ["", "KV-cache speed-up: " + ", ".join(f"{k} {v:.2f}x" for k, v in speedups.items())
-           + f" (same codes both ways: {same})",
-           f"answer latency: median {result['answer_latency_ms']['median']:.1f} ms", ""]
+           + f" (same codes every way: {same})"]
+    if lean_gain:
+        md += [f"lean decoder over the transformers forward, cached, one image: {lean_gain:.2f}x"]
+    md += [f"answer latency: median {result['answer_latency_ms']['median']:.1f} ms", ""]
     hub.write_text_atomic(args.results / f"{name}.md", "\n".join(md))
     print("\n".join(md))
 

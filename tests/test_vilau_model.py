@@ -95,6 +95,59 @@ def test_kv_cache_equals_full_recomputation(model: VilaU) -> None:
     torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("kv_heads", [4, 1])
+def test_lean_decoder_matches_transformers_with_left_padding(kv_heads: int) -> None:
+    """genfoundry's KV-cached decoder against the transformers Llama forward (the independent reference),
+    with left-padded rows, chunked feeding, grouped-query attention, and with and without the cache."""
+    from transformers import LlamaConfig, LlamaModel
+
+    from genfoundry.vilau.decoder import LlamaDecoder
+
+    torch.manual_seed(0)
+    config = LlamaConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=kv_heads, max_position_embeddings=64, rope_theta=500.0)
+    llm = LlamaModel(config).eval()
+    mask = torch.ones(3, 12, dtype=torch.long)
+    mask[0, :4] = 0
+    mask[2, :7] = 0
+    embeds = torch.randn(3, 12, 32)
+    with torch.no_grad():
+        reference = llm(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+        for use_cache in (True, False):
+            decoder = LlamaDecoder(llm, use_cache)
+            got = torch.cat([decoder.feed(embeds[:, a:b], mask[:, a:b]) for a, b in ((0, 8), (8, 9), (9, 12))], 1)
+            real = mask.bool()
+            torch.testing.assert_close(got[real], reference[real], rtol=1e-4, atol=1e-5)
+            assert torch.isfinite(got).all()  # padding rows stay finite (they must not poison the cache)
+
+
+def test_decode_stream_backends_agree(model: VilaU) -> None:
+    torch.manual_seed(2)
+    h = model.llm.config.hidden_size
+    streams = [DecodeStream(model, use_cache=True, backend=b) for b in DecodeStream.BACKENDS]
+    assert streams[0].backend == "lean" and DecodeStream(model).backend == "lean"
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    with torch.no_grad():
+        for i, n in enumerate((5, 1, 1)):
+            chunk = torch.randn(2, n, h)
+            lean, reference = (s.feed(chunk, mask if i == 0 else None) for s in streams)
+            torch.testing.assert_close(lean, reference, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="unknown decoding backend"):
+        DecodeStream(model, backend="vllm")
+
+
+def test_depth_transformer_last_only_is_the_last_depth(model: VilaU) -> None:
+    torch.manual_seed(3)
+    hidden = torch.randn(4, model.llm.config.hidden_size)
+    codes = torch.randint(0, model.config.tower.codebook_size, (4, model.config.tower.depth - 1))
+    prefix = model.tower.quantizer.partial_sums(codes)
+    with torch.no_grad():
+        full = model.depth_transformer(hidden, prefix)
+        torch.testing.assert_close(model.depth_transformer(hidden, prefix, last_only=True), full[:, -1])
+        torch.testing.assert_close(model.depth_transformer(hidden, None, last_only=True),
+                                   model.depth_transformer(hidden)[:, 0])
+
+
 def test_left_padded_batch_matches_single_prompts(model: VilaU) -> None:
     both = generate_codes(model, ["a red circle", "a red circle to the left of a blue square"], temperature=0.0)
     one = generate_codes(model, ["a red circle to the left of a blue square"], temperature=0.0)

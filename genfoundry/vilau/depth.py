@@ -68,9 +68,12 @@ class DepthTransformer(nn.Module):
         # One classifier per depth: each depth has its own codebook.
         self.heads = nn.Parameter(torch.randn(config.depth, dim, config.codebook_size) * dim ** -0.5)
 
-    def forward(self, hidden: torch.Tensor, prefix_sums: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, hidden: torch.Tensor, prefix_sums: torch.Tensor | None = None,
+                last_only: bool = False) -> torch.Tensor:
         """hidden [M, H_llm]; prefix_sums [M, L-1, code_dim] = cumulative code embeddings of depths
-        1..L-1 (L <= D; None or empty for L = 1) -> logits [M, L, codebook_size] for depths 1..L."""
+        1..L-1 (L <= D; None or empty for L = 1) -> logits [M, L, codebook_size] for depths 1..L
+        (with `last_only`, [M, codebook_size] for depth L alone: sampling needs no other, and at
+        decoding time reading the other depths' classifiers costs more than the arithmetic)."""
         m = hidden.shape[0]
         x = self.hidden_in(hidden)[:, None, :]
         if prefix_sums is not None and prefix_sums.shape[1] > 0:
@@ -81,5 +84,7 @@ class DepthTransformer(nn.Module):
         x = x + self.depth_embedding[:length]
         for block in self.blocks:
             x = block(x)
+        if last_only:
+            return self.norm(x[:, -1]) @ self.heads[length - 1]
         x = self.norm(x)
         return torch.einsum("mld,ldk->mlk", x, self.heads[:length])

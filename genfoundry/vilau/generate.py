@@ -75,25 +75,45 @@ def _cache_argument(model_class: type) -> str:
 
 class DecodeStream:
     """A batch of sequences decoded together; prompts are left-padded (masked), so every row's next
-    position is the last column. With `use_cache` the keys/values of earlier positions are kept
-    (transformers DynamicCache); without, every step re-runs the whole sequence. RoPE attention only
-    sees relative positions, so left padding does not change a row's result."""
+    position is the last column. With `use_cache` the keys/values of earlier positions are kept;
+    without, every step re-runs the whole sequence. RoPE attention only sees relative positions, so
+    left padding does not change a row's result.
 
-    def __init__(self, model: VilaU, use_cache: bool = True) -> None:
-        from transformers import DynamicCache
+    backend "lean" (default where the LLM is Llama-style): genfoundry.vilau.decoder, a preallocated
+    cache and no per-step framework overhead; "transformers": the model's own forward with a
+    DynamicCache (the reference the lean decoder is tested against).
+    """
 
+    BACKENDS = ("lean", "transformers")
+
+    def __init__(self, model: VilaU, use_cache: bool = True, backend: str | None = None) -> None:
+        from genfoundry.vilau import decoder
+
+        llm = model.llm.model
+        if backend is None:
+            backend = "lean" if decoder.supports(llm) else "transformers"
+        if backend not in self.BACKENDS:
+            raise ValueError(f"unknown decoding backend {backend!r}; expected one of: {', '.join(self.BACKENDS)}")
         self.model = model
         self.use_cache = use_cache
-        self.cache = DynamicCache() if use_cache else None
-        self.cache_arg = _cache_argument(type(model.llm.model))
-        self.embeds: list[torch.Tensor] = []
+        self.backend = backend
         self.mask: torch.Tensor | None = None
+        if backend == "lean":
+            self.decoder = decoder.LlamaDecoder(llm, use_cache)
+            return
+        from transformers import DynamicCache
+
+        self.cache = DynamicCache() if use_cache else None
+        self.cache_arg = _cache_argument(type(llm))
+        self.embeds: list[torch.Tensor] = []
 
     def feed(self, embeds: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """embeds [B, n, H] (mask [B, n], 0 = left padding) appended -> last position's hidden [B, H]."""
         b, n = embeds.shape[:2]
         if mask is None:
             mask = torch.ones((b, n), dtype=torch.long, device=embeds.device)
+        if self.backend == "lean":
+            return self.decoder.feed(embeds, mask)[:, -1]
         self.mask = mask if self.mask is None else torch.cat([self.mask, mask], dim=1)
         # Without padding the causal mask alone is exact; skipping the padding mask keeps the fast path.
         attention = None if bool(self.mask.all()) else self.mask
@@ -132,7 +152,7 @@ def sample_codes(model: VilaU, hidden: torch.Tensor, cfg: float | None, sampling
             prefix = model.tower.quantizer.partial_sums(codes)
             if cfg is not None:
                 prefix = torch.cat([prefix, prefix], 0)
-        logits = model.depth_transformer(hidden, prefix)[:, -1].float()
+        logits = model.depth_transformer(hidden, prefix, last_only=True).float()
         if cfg is not None:
             logits = logits[rows:] + cfg * (logits[:rows] - logits[rows:])
         codes = torch.cat([codes, sample_next(logits, sampling, generator)[:, None]], dim=1)
@@ -142,8 +162,10 @@ def sample_codes(model: VilaU, hidden: torch.Tensor, cfg: float | None, sampling
 @torch.no_grad()
 def generate_codes(model: VilaU, prompt: str | list[str], frames: int | None = None, cfg: float = 3.0,
                    seed: int | None = None, top_k: int | None = 900, top_p: float | None = 0.96,
-                   temperature: float = 1.0, use_cache: bool = True, progress: bool = False) -> torch.Tensor:
-    """Caption(s) -> codes [B, frames or 1, h, w, D] (one image each when `frames` is None)."""
+                   temperature: float = 1.0, use_cache: bool = True, progress: bool = False,
+                   backend: str | None = None) -> torch.Tensor:
+    """Caption(s) -> codes [B, frames or 1, h, w, D] (one image each when `frames` is None).
+    `backend`: the LLM decoding path (see DecodeStream; None = the lean decoder where it applies)."""
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
     if not prompts or any(not isinstance(p, str) or not p.strip() for p in prompts):
         raise ValueError("prompt is empty; give a caption such as 'a red circle' (use cfg=0 for unconditional)")
@@ -161,7 +183,7 @@ def generate_codes(model: VilaU, prompt: str | list[str], frames: int | None = N
     if guided:
         uncond = [tok.bos_token_id, *model.text_ids(UNCONDITIONAL_PROMPT), *lead, model.im_start_id]
         rows += [uncond] * len(prompts)
-    stream = DecodeStream(model, use_cache)
+    stream = DecodeStream(model, use_cache, backend)
     hidden = stream.feed_tokens(rows)
     g, depth = model.config.tower.grid, model.config.tower.depth
     n_frames, b = frames or 1, len(prompts)
