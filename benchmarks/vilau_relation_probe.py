@@ -14,6 +14,7 @@ held-out relation questions (balanced yes/no) by comparing the "yes" and "no" lo
 
     python benchmarks/vilau_relation_probe.py               # 600 steps per arm, about 16 min on 2 CPU cores
     python benchmarks/vilau_relation_probe.py --quick       # smoke test (random tiny model, a few steps)
+    python benchmarks/vilau_relation_probe.py --device cuda --steps 10000 --results DIR   # on a GPU
 
 Writes benchmarks/results/vilau_relation_probe{,_quick}.{json,md}.
 """
@@ -149,6 +150,8 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=400, help="held-out relation questions")
     parser.add_argument("--eval-every", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-scenes", type=int, default=20_000, help="training scenes at most (then repeated)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (a GPU runs thousands of steps in minutes)")
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -158,27 +161,31 @@ def main() -> None:
 
     if args.quick:
         torch.manual_seed(0)
-        base = VilaU(VilaUConfig.tiny())
+        base = VilaU(VilaUConfig.tiny()).to(args.device)
         args.steps, args.test, args.eval_every = 4, 16, 2
     else:
-        base = VilaU.from_pretrained(args.model)
+        base = VilaU.from_pretrained(args.model, device=args.device)
     base.tower.eval().requires_grad_(False)
     base.depth_transformer.requires_grad_(False)
     size = base.config.tower.image_size
-    train_items = relation_items(1000 + args.seed, args.steps * args.batch_size, size)
+    # long runs cycle through a pool of scenes (rendering and tokenizing them is CPU work)
+    pool = min(args.steps * args.batch_size, args.max_scenes)
+    train_items = relation_items(1000 + args.seed, pool, size)
     test_items = relation_items(7919, args.test, size)  # another stream: held-out scenes
     train_codes, test_codes = tokenize(base, train_items), tokenize(base, test_items)
     arms = [run_arm(base, name, train_items, train_codes, test_items, test_codes, args)
             for name in ("raster", "raster+2d")]
-    result = {"device": "cpu", "model": "random-tiny" if args.quick else args.model, "steps": args.steps,
+    result = {"device": torch.cuda.get_device_name() if base.device.type == "cuda" else "cpu",
+              "model": "random-tiny" if args.quick else args.model, "steps": args.steps,
               "batch_size": args.batch_size, "lr": args.lr, "test_questions": args.test,
-              "threads": torch.get_num_threads(), "arms": arms}
+              "threads": torch.get_num_threads(), "train_scenes": pool, "arms": arms}
     name = "vilau_relation_probe_quick" if args.quick else "vilau_relation_probe"
     hub.write_json_atomic(args.results / f"{name}.json", result)
     md = ["# VILA-U relation probe", "",
           (f"Model {result['model']}, LLM fine-tuned on relation questions alone: {args.steps} steps of batch "
-          f"{args.batch_size}, AdamW lr {args.lr}, CPU ({result['threads']} threads). Held-out: {args.test} relation "
-          "questions (half yes), scored by the yes/no logits."), "",
+           f"{args.batch_size} over {pool} training scenes, AdamW lr {args.lr}, {result['device']} "
+           f"({result['threads']} CPU threads). Held-out: {args.test} relation questions (half yes), scored by "
+           "the yes/no logits."), "",
           "| image-token input | held-out before | held-out after | loss first 20 | loss last 20 | seconds |",
           "| --- | ---: | ---: | ---: | ---: | ---: |"]
     md += [f"| {a['arm']} | {a['accuracy_before']:.3f} | {a['accuracy_after']:.3f} | {a['loss_first']:.3f} | "
