@@ -52,17 +52,19 @@ def evaluate_vqa(model: VilaU, n_images: int = 100, per_image: int = 3, batch_si
 
 @torch.no_grad()
 def evaluate_generation(model: VilaU, per_category: int = 10, cfg: float = 3.0, batch_size: int = 50,
-                        seed: int = HELD_OUT_SEED) -> dict:
+                        seed: int = HELD_OUT_SEED, **sampling) -> dict:
+    """GenEval-style score of images drawn for prompts sampled per category; `sampling`: temperature,
+    top_k, top_p for generate_images (default: the official VILA-U settings)."""
     rng = random.Random(f"gen:{seed}")
     size = model.config.tower.image_size
     prompts = [(c, sample_scene(rng, size, c).caption) for c in CATEGORIES for _ in range(per_category)]
     right: dict[str, list[int]] = defaultdict(list)
     for k, chunk in enumerate(_chunks(prompts, batch_size)):
-        images = generate_images(model, [p for _, p in chunk], cfg=cfg, seed=seed + k)
+        images = generate_images(model, [p for _, p in chunk], cfg=cfg, seed=seed + k, **sampling)
         for (category, caption), image in zip(chunk, images):
             right[category].append(int(evaluate(image, caption)["correct"]))
     every = [v for vs in right.values() for v in vs]
-    return {"score": sum(every) / len(every), "prompts": len(every), "cfg": cfg,
+    return {"score": sum(every) / len(every), "prompts": len(every), "cfg": cfg, **sampling,
             "per_category": {k: sum(v) / len(v) for k, v in right.items()}}
 
 
