@@ -152,6 +152,23 @@ def test_eval_writes_results_and_a_model_card(trained, app, tmp_path) -> None:
     assert bad.exit_code != 0 and "not a training run folder" in " ".join(bad.output.replace("│", " ").split())
 
 
+def test_eval_parts_and_generation_prompts(trained, app, tmp_path) -> None:
+    out = tmp_path / "gen.json"
+    result = CliRunner().invoke(app, ["eval", "vilau", "--model", str(trained / "model"), "--parts", "generation",
+                                      "--gen-prompts", "10", "--cfgs", "3", "--out", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    results = json.loads(out.read_text())
+    assert set(results) == {"generation", "model"} and results["generation"]["3.0"]["prompts"] == 10
+    assert set(results["generation"]["3.0"]["per_category"]) == {"single_object", "two_objects", "counting",
+                                                                  "colors", "position"}
+    assert "generation score cfg 3.0 (10 prompts)" in out.with_suffix(".md").read_text()
+    for args, message in ((["--gen-prompts", "12"], "multiple of 5"), (["--parts", "vqa,speed"], "unknown evaluation part"),
+                          (["--card", str(trained)], "needs every measurement")):
+        bad = CliRunner().invoke(app, ["eval", "vilau", "--model", str(trained / "model"), "--parts", "generation",
+                                       "--out", str(out), "--device", "cpu", *args])
+        assert bad.exit_code != 0 and message in " ".join(bad.output.replace("│", " ").split()), bad.output
+
+
 @pytest.mark.parametrize("args, message", [
     (["imagine", "a red circle", "-o", "x.png", "--cfg", "-1"], "cfg must be >= 0"),
     (["ask", "IMAGE", "  "], "question is empty"),

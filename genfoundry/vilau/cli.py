@@ -106,12 +106,14 @@ def eval_vilau_command(
     out: Path = typer.Option(Path("benchmarks/results/vilau_eval.json"), help="JSON results (a .md table beside it)."),
     quick: bool = typer.Option(False, help="A few samples only (smoke test)."),
     cfgs: str = typer.Option("1,2,3,5", help="CFG scales for the generation study."),
+    gen_prompts: int = typer.Option(300, help="Generation prompts per CFG scale (a multiple of 5: one share per category)."),
+    parts: str = typer.Option("vqa,reconstruction,retrieval,generation", help="Which measurements to run."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     card: Optional[Path] = typer.Option(None, help="Training run folder: write the model card (README.md) "
                                                    "into the model folder from its config, log and these results."),
 ) -> None:
     """Held-out ShapeWorld: VQA, generation score per CFG, reconstruction PSNR, caption retrieval."""
-    from genfoundry.vilau.evaluate import evaluate_all, results_markdown, write_results
+    from genfoundry.vilau.evaluate import PARTS, evaluate_all, results_markdown, write_results
 
     try:
         scales = tuple(float(c) for c in cfgs.split(",") if c.strip())
@@ -126,8 +128,14 @@ def eval_vilau_command(
         if not (card / "train_config.json").is_file() or not (card / "log.jsonl").is_file():
             raise typer.BadParameter(f"{card} is not a training run folder (train_config.json, log.jsonl)",
                                      param_hint="--card")
+    part_names = tuple(p.strip() for p in parts.split(",") if p.strip())
+    if card is not None and set(part_names) != set(PARTS):
+        raise typer.BadParameter("--card needs every measurement: leave --parts at its default", param_hint="--card")
     vila = _load(model, device)
-    results = evaluate_all(vila, quick=quick, cfgs=scales)
+    try:
+        results = evaluate_all(vila, quick=quick, cfgs=scales, generation_prompts=gen_prompts, parts=part_names)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
     results["model"] = model
     write_results(results, out, out.with_suffix(".md"))
     typer.echo(results_markdown(results))

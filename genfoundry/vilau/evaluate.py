@@ -111,26 +111,42 @@ def evaluate_retrieval(model: VilaU, n_images: int = 200, candidates: int = 10, 
     return {"top1": correct / n_images, "images": n_images, "candidates": candidates}
 
 
-def evaluate_all(model: VilaU, quick: bool = False, cfgs: tuple[float, ...] = (1.0, 2.0, 3.0, 5.0)) -> dict:
+PARTS = ("vqa", "reconstruction", "retrieval", "generation")
+
+
+def evaluate_all(model: VilaU, quick: bool = False, cfgs: tuple[float, ...] = (1.0, 2.0, 3.0, 5.0),
+                 generation_prompts: int = 300, parts: tuple[str, ...] = PARTS) -> dict:
+    """Every held-out measurement (or those named in `parts`). Generation draws `generation_prompts`
+    prompts per CFG scale, the same number from each category (300: a standard error of about 0.03)."""
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown or not parts:
+        raise ValueError(f"unknown evaluation part(s) {unknown}; expected some of: {', '.join(PARTS)}")
+    if generation_prompts < len(CATEGORIES) or generation_prompts % len(CATEGORIES):
+        raise ValueError(f"generation_prompts must be a positive multiple of {len(CATEGORIES)} (one share per "
+                         f"category), got {generation_prompts}")
     n = 20 if quick else 200
-    results = {
-        "vqa": evaluate_vqa(model, n_images=n // 2 if quick else 150),
-        "reconstruction": evaluate_reconstruction(model, n_images=n),
-        "retrieval": evaluate_retrieval(model, n_images=n),
-        "generation": {str(c): evaluate_generation(model, per_category=2 if quick else 20, cfg=c) for c in cfgs},
+    per_category = 2 if quick else generation_prompts // len(CATEGORIES)
+    jobs = {
+        "vqa": lambda: evaluate_vqa(model, n_images=n // 2 if quick else 150),
+        "reconstruction": lambda: evaluate_reconstruction(model, n_images=n),
+        "retrieval": lambda: evaluate_retrieval(model, n_images=n),
+        "generation": lambda: {str(c): evaluate_generation(model, per_category=per_category, cfg=c) for c in cfgs},
     }
-    return results
+    return {part: job() for part, job in jobs.items() if part in parts}
 
 
 def results_markdown(results: dict, title: str = "VILA-U on held-out ShapeWorld") -> str:
     lines = [f"# {title}", "", "| metric | value |", "| --- | --- |"]
-    vqa = results["vqa"]
-    lines.append(f"| VQA accuracy ({vqa['questions']} questions) | {vqa['accuracy']:.3f} |")
-    lines += [f"| VQA {k} | {v:.3f} |" for k, v in vqa["per_type"].items()]
-    lines.append(f"| reconstruction PSNR (dB) | {results['reconstruction']['psnr_db']:.2f} |")
-    r = results["retrieval"]
-    lines.append(f"| caption retrieval top-1 (1 of {r['candidates']}) | {r['top1']:.3f} |")
-    for cfg, g in results["generation"].items():
+    if "vqa" in results:
+        vqa = results["vqa"]
+        lines.append(f"| VQA accuracy ({vqa['questions']} questions) | {vqa['accuracy']:.3f} |")
+        lines += [f"| VQA {k} | {v:.3f} |" for k, v in vqa["per_type"].items()]
+    if "reconstruction" in results:
+        lines.append(f"| reconstruction PSNR (dB) | {results['reconstruction']['psnr_db']:.2f} |")
+    if "retrieval" in results:
+        r = results["retrieval"]
+        lines.append(f"| caption retrieval top-1 (1 of {r['candidates']}) | {r['top1']:.3f} |")
+    for cfg, g in results.get("generation", {}).items():
         per = ", ".join(f"{k} {v:.2f}" for k, v in g["per_category"].items())
         lines.append(f"| generation score cfg {cfg} ({g['prompts']} prompts) | {g['score']:.3f} ({per}) |")
     return "\n".join(lines) + "\n"
