@@ -60,8 +60,10 @@ def main() -> None:
     # each with its CFG row); "transformers" is the same cached decoding through the transformers forward
     cases = [("image", None, 1), (f"clip of {model.config.video_frames} frames", model.config.video_frames, 1),
              ("batch of 8 images", None, 8)]
+    default_backend = DecodeStream(model).backend
+    speedups, lean_gain = {}, None
     for what, frames, batch in cases:
-        codes = {}
+        codes, rate = {}, {}
         tokens = tokens_per_image * (frames or 1) * batch
         for use_cache, backend in ((True, None), (False, None), (True, "transformers")):
             if backend and (frames or batch > 1):
@@ -75,17 +77,14 @@ def main() -> None:
                 _sync(device)
                 times.append(time.perf_counter() - t)
             best = min(times)
+            rate[use_cache, backend] = tokens / best
             rows.append({"what": what, "image_tokens": tokens, "kv_cache": use_cache,
-                         "backend": backend or DecodeStream(model).backend, "seconds": best,
-                         "image_tokens_per_s": tokens / best})
+                         "backend": backend or default_backend, "seconds": best, "image_tokens_per_s": tokens / best})
         same = same and all(bool((c == codes[True, None]).all()) for c in codes.values())
-    speedups = {}
-    for what, _, _ in cases:
-        lean = [r for r in rows if r["what"] == what and r["backend"] == "lean"]
-        speedups[what] = lean[0]["image_tokens_per_s"] / lean[1]["image_tokens_per_s"]
+        speedups[what] = rate[True, None] / rate[False, None]
+        if (True, "transformers") in rate:
+            lean_gain = rate[True, None] / rate[True, "transformers"]
     speedup = speedups["image"]
-    reference = [r for r in rows if r["backend"] == "transformers"]
-    lean_gain = rows[0]["image_tokens_per_s"] / reference[0]["image_tokens_per_s"] if reference else None
 
     image = render("a red circle and a blue square", size=model.config.tower.image_size, seed=0)
     model.answer(image, "what color is the circle?")  # warm-up

@@ -111,14 +111,9 @@ class LlamaDecoder:
         # query i (column start + i) sees real keys up to its own column, and always itself: a padding
         # row then has a key, where some attention kernels would return NaN for a row with none (its
         # output is never used: no real query attends to a padding key)
-        keys_seen = self.key_mask[:, None, :end]
-        if n > 1:
-            rows = torch.arange(start, end, device=x.device)[:, None]
-            columns = torch.arange(end, device=x.device)[None]
-            attend = (keys_seen & (columns <= rows)) | (columns == rows)
-        else:
-            attend = keys_seen.clone()
-            attend[..., end - 1] = True
+        rows = torch.arange(start, end, device=x.device)[:, None]
+        columns = torch.arange(end, device=x.device)[None]
+        attend = (self.key_mask[:, None, :end] & (columns <= rows)) | (columns == rows)
         attend = attend[:, None]  # [B, 1, n, end]
         if bool(attend.all()):
             attend = None

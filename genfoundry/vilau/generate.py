@@ -97,12 +97,12 @@ class DecodeStream:
         self.model = model
         self.use_cache = use_cache
         self.backend = backend
-        self.mask: torch.Tensor | None = None
         if backend == "lean":
             self.decoder = decoder.LlamaDecoder(llm, use_cache)
             return
         from transformers import DynamicCache
 
+        self.mask: torch.Tensor | None = None  # every row's padding mask so far (the decoder keeps its own)
         self.cache = DynamicCache() if use_cache else None
         self.cache_arg = _cache_argument(type(llm))
         self.embeds: list[torch.Tensor] = []
