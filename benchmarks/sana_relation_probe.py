@@ -135,8 +135,9 @@ def placement(pipe: SanaPipeline, seeds: int, guidance: float | None) -> dict[st
     for rel in RELATIONS:
         dx, dy = [], []
         for c1, s1, c2, s2 in PAIRS:
+            # the DiT's own placement: no layout guidance (which would place the objects itself)
             images = pipe([f"a {c1} {s1} {rel} a {c2} {s2}"] * seeds, seed=list(range(seeds)),
-                          guidance_scale=guidance)
+                          guidance_scale=guidance, layout_guidance=0.0)
             for image in images:
                 found = detect(image)
                 a = [d for d in found if (d.color, d.shape) == (c1, s1)]

@@ -38,7 +38,8 @@ def run_config(pipe: SanaPipeline, prompts: list[str], noise: torch.Tensor, samp
     for start in range(0, len(prompts), batch_size):
         out.append(pipe.generate_latents(prompts[start : start + batch_size], steps=steps, sampler=sampler,
                                          guidance_scale=guidance, latents=noise[start : start + batch_size],
-                                         warn_unknown_words=False, progress=False))
+                                         warn_unknown_words=False, progress=False,
+                                         layout_guidance=0.0))  # the DiT's own flow ODE, no switch at sigma 0.75
     return torch.cat(out)
 
 

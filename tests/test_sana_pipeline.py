@@ -11,12 +11,10 @@ import torch
 diffusers = pytest.importorskip("diffusers")
 transformers = pytest.importorskip("transformers")
 
-from genfoundry import hub  # noqa: E402
-from genfoundry.sana import DEFAULT_CHI, SanaPipeline, SanaTransformer, TextEncoder  # noqa: E402
+from genfoundry import hub
+from genfoundry.sana import DEFAULT_CHI, SanaPipeline, SanaTransformer, TextEncoder
 
-
-
-WORDS = "a red blue green circle square triangle and to the left of right above below two three".split()
+WORDS = ["a", "red", "blue", "green", "circle", "square", "triangle", "and", "to", "the", "left", "of", "right", "above", "below", "two", "three"]
 STEPS = 4
 
 
@@ -210,6 +208,12 @@ def test_generate_cli(saved_diffusers, tmp_path):
     result = CliRunner().invoke(app, ["generate", "a red circle", "-o", str(out), "--model", str(folder),
                                       "--height", "30", "--steps", "1"])
     assert result.exit_code == 2 and "multiple of 4" in result.output
+    result = CliRunner().invoke(app, ["generate", "a red circle above a blue square", "-o", str(out), "--model",
+                                      str(folder), "--steps", "2", "--layout-guidance", "4"])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(app, ["generate", "a red circle", "-o", str(out), "--model", str(folder),
+                                      "--layout-guidance", "-1", "--steps", "1"])
+    assert result.exit_code == 2 and "layout_guidance must be >= 0" in result.output
     result = CliRunner().invoke(app, ["generate", "x", "-o", str(out), "--model", str(tmp_path / "nowhere")])
     assert result.exit_code == 2 and "cannot find checkpoint" in result.output
     if DEFAULT_MODEL not in hub.zoo_names():
@@ -227,3 +231,57 @@ def test_bf16_pipeline_on_gpu_matches_fp32_cpu(saved_diffusers):
     assert latents.device.type == "cuda" and torch.isfinite(latents).all()
     assert (latents.cpu() - reference).abs().max().item() < 0.1
     assert gpu(["a red circle"], **kwargs)[0].size == (32, 32)
+
+
+def test_layout_guidance_adds_one_term_per_region_on_high_noise_steps(saved_diffusers):
+    """One Flow-Euler step from sigma 1 computed by hand from four DiT calls: the pipeline's layout
+    guidance must equal v_neg + g (v_caption - v_neg) + g_layout * sum_r mask_r (v_r - v_other)."""
+    from genfoundry.sana.layout import plan_layout, region_masks
+
+    _, folder = saved_diffusers
+    pipe = SanaPipeline.from_pretrained(folder)
+    caption = "a red circle to the left of a blue square"
+    kw = {"height": 32, "width": 32, "steps": 1, "seed": 3, "sampler": "flow-euler", "guidance_scale": 4.0}
+    plain = pipe.generate_latents(caption, **kw)
+    laid_out = pipe.generate_latents(caption, layout_guidance=2.5, **kw)
+    assert not torch.allclose(plain, laid_out)
+
+    x = pipe.initial_noise(1, 32, 32, 3)
+    texts, masks = pipe.text_encoder.encode(["", caption, "a red circle", "a blue square"], chi=False)
+    chi_texts, chi_masks = pipe.text_encoder.encode([caption, "a red circle", "a blue square"], chi=True)
+    texts, masks = torch.cat([texts[:1], chi_texts]), torch.cat([masks[:1], chi_masks])
+    with torch.no_grad():
+        v = pipe.transformer(x.expand(4, -1, -1, -1), torch.full((4,), 1000.0), texts, masks).float()
+    v_neg, v_cap, v_a, v_b = v
+    left, right = region_masks(plan_layout(caption), *x.shape[-2:])
+    expected_v = v_neg + 4.0 * (v_cap - v_neg) + 2.5 * (left * (v_a - v_b) + right * (v_b - v_a))
+    assert torch.allclose(laid_out[0], x[0] - expected_v, atol=1e-4)
+
+
+def test_layout_guidance_leaves_other_captions_and_low_noise_steps_alone(saved_diffusers):
+    from genfoundry.sana.layout import LayoutError, Region
+
+    _, folder = saved_diffusers
+    pipe = SanaPipeline.from_pretrained(folder)
+    kw = {"height": 32, "width": 32, "steps": 3, "seed": 1}
+    assert pipe.config.layout_guidance == 0.0  # a diffusers folder has no layout guidance by default
+    no_relation = ["a red circle", "a red circle and a blue square"]
+    assert torch.equal(pipe.generate_latents(no_relation, **kw),
+                       pipe.generate_latents(no_relation, layout_guidance=3.0, **kw))
+    caption = "a red circle above a blue square"
+    pipe.config.layout_until_sigma = 1.0  # no step is above: guidance never acts
+    assert torch.equal(pipe.generate_latents(caption, **kw), pipe.generate_latents(caption, layout_guidance=3.0, **kw))
+    pipe.config.layout_until_sigma = 0.75
+    # explicit layouts: per prompt, None for none; a batch mixing both keeps the plain image as it was
+    mixed = pipe.generate_latents([caption, caption], layout_guidance=3.0, seed=[1, 2], height=32, width=32, steps=3,
+                                  layouts=[None, [Region("a red circle", (0, 0, 1, 0.5))]])
+    alone = pipe.generate_latents(caption, height=32, width=32, steps=3, seed=[1])
+    assert torch.allclose(mixed[0], alone[0], atol=1e-5) and not torch.allclose(mixed[1], alone[0])
+    with pytest.raises(ValueError, match="layout_guidance must be >= 0"):
+        pipe.generate_latents(caption, layout_guidance=-1.0, **kw)
+    with pytest.raises(ValueError, match="needs classifier-free guidance"):
+        pipe.generate_latents(caption, layout_guidance=2.0, guidance_scale=1.0, **kw)
+    with pytest.raises(ValueError, match="got 2 layouts for 1 prompts"):
+        pipe.generate_latents(caption, layout_guidance=2.0, layouts=[None, None], **kw)
+    with pytest.raises(LayoutError, match="expected Region objects"):
+        pipe.generate_latents(caption, layout_guidance=2.0, layouts=[[("a red circle", (0, 0, 1, 1))]], **kw)

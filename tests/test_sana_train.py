@@ -115,6 +115,9 @@ def test_cli_train_eval_and_resume_error(tmp_path):
     saved = json.loads((tmp_path / "m.json").read_text())
     assert saved["prompts"] == 5 and set(saved["per_category"]) == {"single_object", "two_objects", "counting",
                                                                       "colors", "position"}
+    assert saved["layout_guidance"] == 0.0  # a trained folder starts without layout guidance
+    result = runner.invoke(app, ["eval", "sana", "--model", str(out), "--layout-guidance", "-1"])
+    assert result.exit_code != 0 and "--layout-guidance must be >= 0" in result.output
     result = runner.invoke(app, ["train", "sana", "--preset", "tiny", "--out", str(tmp_path / "x"), "--resume"])
     assert result.exit_code == 1 and "no checkpoint found" in result.output
     result = runner.invoke(app, ["train", "sana", "--preset", "tiny", "--out", str(tmp_path / "y"),

@@ -23,7 +23,11 @@ def generate_command(
     model: str = typer.Option(DEFAULT_MODEL, "--model", help="pipeline folder, embedded model name or cached repo id"),
     steps: Optional[int] = typer.Option(None, help="sampling steps (default: the model's, 20)"),
     sampler: Optional[str] = typer.Option(None, help="flow-dpm-solver or flow-euler (default: the model's)"),
-    cfg: Optional[float] = typer.Option(None, "--cfg", help="classifier-free guidance scale (default: the model's, 4.5)"),
+    cfg: Optional[float] = typer.Option(None, "--cfg", help="classifier-free guidance scale (default: the model's)"),
+    layout_guidance: Optional[float] = typer.Option(
+        None, "--layout-guidance",
+        help="place the objects of a caption that names a relation, e.g. 'a red circle to the left of a blue square' "
+             "(default: the model's; 0 turns it off)"),
     seed: int = typer.Option(0, help="random seed"),
     height: Optional[int] = typer.Option(None, help="image height in pixels (multiple of 32 x patch; default: native)"),
     width: Optional[int] = typer.Option(None, help="image width in pixels (default: native)"),
@@ -63,7 +67,7 @@ def generate_command(
     try:
         images = pipe([prompt] * num, negative_prompt=negative, height=height, width=width, steps=steps,
                       guidance_scale=cfg, sampler=sampler, seed=[seed + i for i in range(num)],
-                      tile_vae=tile_vae or None)
+                      tile_vae=tile_vae or None, layout_guidance=layout_guidance)
     except (ValueError, TypeError) as err:
         _fail(str(err))
     paths = [output] if num == 1 else [output.with_name(f"{output.stem}_{i}{output.suffix}") for i in range(num)]

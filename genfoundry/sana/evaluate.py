@@ -92,6 +92,7 @@ def evaluate_geneval(
     batch_size: int = 50,
     size: int | None = None,
     progress: bool = False,
+    layout_guidance: float | None = None,  # None: the pipeline's own; 0 turns layout guidance off
 ) -> GenEvalReport:
     """Generate one image per held-out prompt with `pipe` (a SanaPipeline) and score them."""
     from tqdm import tqdm
@@ -103,7 +104,7 @@ def evaluate_geneval(
     for batch_index, start in enumerate(tqdm(starts, desc="eval", disable=not progress)):
         chunk = [caption for caption, _ in pairs[start : start + batch_size]]
         images += pipe(chunk, height=size, width=size, steps=steps, guidance_scale=guidance_scale,
-                       sampler=sampler, seed=seed * 100_003 + batch_index)
+                       sampler=sampler, seed=seed * 100_003 + batch_index, layout_guidance=layout_guidance)
     return score_images(images, pairs)
 
 

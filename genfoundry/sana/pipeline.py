@@ -2,7 +2,7 @@
 
 Folder layout = diffusers' SanaPipeline (model_index.json, transformer/, vae/, text_encoder/,
 tokenizer/, scheduler/) plus `genfoundry_sana.json` with what diffusers keeps in code (flow shift,
-CHI text, max text length, default steps/sampler/guidance).
+CHI text, max text length, default steps/sampler/guidance, layout guidance).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,13 @@ from PIL import Image
 
 from genfoundry import hub
 from genfoundry.sana.dcae import DCAE
+from genfoundry.sana.layout import (
+    LayoutError,
+    Region,
+    layout_term,
+    plan_layout,
+    region_masks,
+)
 from genfoundry.sana.samplers import SAMPLERS, get_sampler
 from genfoundry.sana.text_encoder import DEFAULT_CHI, TextEncoder
 from genfoundry.sana.transformer import SanaTransformer
@@ -37,6 +45,8 @@ class SanaPipelineConfig:
     steps: int = 20
     guidance_scale: float = 4.5
     sampler: str = "flow-dpm-solver"
+    layout_guidance: float = 0.0  # > 0: place the objects of captions that name a relation (layout.py)
+    layout_until_sigma: float = 0.75  # layout guidance acts while the noise level is above this
 
     @classmethod
     def from_dict(cls, raw: dict) -> SanaPipelineConfig:
@@ -145,11 +155,20 @@ class SanaPipeline:
         latents: torch.Tensor | None = None,
         progress: bool | None = None,
         warn_unknown_words: bool = True,
+        layout_guidance: float | None = None,
+        layouts: Sequence[Sequence[Region] | None] | None = None,
     ) -> torch.Tensor:
-        """The sampled latents in the DiT's (scaled) latent space, fp32 [B, C, H/f, W/f]."""
+        """The sampled latents in the DiT's (scaled) latent space, fp32 [B, C, H/f, W/f].
+
+        `layout_guidance` (default: the pipeline config's) > 0 turns on layout guidance (layout.py) for
+        the prompts that have a layout: `layouts[i]` if given (a list of `Region`s, or None for none),
+        else the one `plan_layout` reads from the caption. It needs classifier-free guidance."""
         cfg = self.config
         steps = cfg.steps if steps is None else steps
         guidance_scale = cfg.guidance_scale if guidance_scale is None else float(guidance_scale)
+        layout_guidance = cfg.layout_guidance if layout_guidance is None else float(layout_guidance)
+        if not layout_guidance >= 0:
+            raise ValueError(f"layout_guidance must be >= 0 (0 turns it off), got {layout_guidance}")
         sample_fn, schedule_fn = get_sampler(cfg.sampler if sampler is None else sampler)
         prompts = self._check_prompts(prompt)
         height, width = self._check_size(height, width)
@@ -168,19 +187,60 @@ class SanaPipeline:
             latents = self.initial_noise(len(prompts), height, width, seed)
         in_channels = self.transformer.config.in_channels
         time_scale = self.transformer.config.timestep_scale
+        regions = self._layout_regions(prompts, layouts, layout_guidance, guided, latents.shape[-2:])
+        if regions is not None:
+            owner, region_masks_, region_text, region_mask = regions
+            text, mask = torch.cat([text, region_text.to(text)]), torch.cat([mask, region_mask.to(mask)])
+        batch = len(prompts)
 
         def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            x_in = torch.cat([x, x]) if guided else x
-            t_in = (torch.cat([t, t]) if guided else t) * time_scale
-            v = self.transformer(x_in.to(dtype), t_in, text, mask).float()
+            # layout guidance on the high-noise steps only (timesteps are sigma * 1000)
+            laid_out = regions is not None and float(t[0]) > cfg.layout_until_sigma * 1000
+            x_in, t_in, rows = (torch.cat([x, x]), torch.cat([t, t]), 2 * batch) if guided else (x, t, batch)
+            if laid_out:
+                x_in, t_in, rows = torch.cat([x_in, x[owner]]), torch.cat([t_in, t[owner]]), len(text)
+            v = self.transformer(x_in.to(dtype), t_in * time_scale, text[:rows], mask[:rows]).float()
             if v.shape[1] == 2 * in_channels:  # learned-sigma models: keep the velocity half
                 v = v[:, :in_channels]
-            if guided:
-                v_uncond, v_cond = v.chunk(2)
-                v = v_uncond + guidance_scale * (v_cond - v_uncond)
-            return v
+            if not guided:
+                return v
+            v_uncond, v_cond = v[:batch], v[batch:2 * batch]
+            out = v_uncond + guidance_scale * (v_cond - v_uncond)
+            if laid_out:
+                v_regions = v[2 * batch:]
+                for b in owner.unique().tolist():
+                    mine = owner == b
+                    out[b] += layout_guidance * layout_term(v_regions[mine], v_uncond[b], region_masks_[mine])
+            return out
 
         return sample_fn(velocity, schedule.sigmas, latents, schedule.timesteps, progress=progress)
+
+    def _layout_regions(self, prompts: list[str], layouts, layout_guidance: float, guided: bool, grid) -> tuple | None:
+        """(owner image per region, masks [R, 1, h, w], region text embeddings and masks), or None when no
+        prompt gets layout guidance."""
+        if layout_guidance == 0:
+            return None
+        if not guided:
+            raise ValueError("layout guidance needs classifier-free guidance: set guidance_scale > 1 or layout_guidance=0")
+        if layouts is None:
+            layouts = [plan_layout(p) for p in prompts]
+        elif len(layouts) != len(prompts):
+            raise ValueError(f"got {len(layouts)} layouts for {len(prompts)} prompts")
+        owner, chosen = [], []
+        for b, layout in enumerate(layouts):
+            for region in layout or ():
+                if not isinstance(region, Region):
+                    raise LayoutError(f"layout of prompt {b}: expected Region objects, got {type(region).__name__}")
+                owner.append(b)
+                chosen.append(region)
+        if not chosen:
+            return None
+        p = self.transformer.config.patch_size
+        masks = region_masks(chosen, grid[0] // p, grid[1] // p)
+        if p > 1:
+            masks = masks.repeat_interleave(p, dim=-2).repeat_interleave(p, dim=-1)
+        region_text, region_mask = self.text_encoder.encode([r.prompt for r in chosen], chi=True)
+        return torch.tensor(owner, device=self.device), masks.to(self.device), region_text, region_mask
 
     @torch.inference_mode()
     def decode(self, latents: torch.Tensor, tile: bool | None = None) -> torch.Tensor:
@@ -201,12 +261,16 @@ class SanaPipeline:
         tile_vae: bool | None = None,
         progress: bool | None = None,
         warn_unknown_words: bool = True,
+        layout_guidance: float | None = None,
+        layouts: Sequence[Sequence[Region] | None] | None = None,
     ) -> list[Image.Image]:
-        """Generate one image per prompt. Defaults (None) come from the pipeline config: 20 steps,
-        guidance 4.5, flow-dpm-solver, and the model's native size; `seed` int, per-image list, or None."""
+        """Generate one image per prompt. Defaults (None) come from the pipeline config (steps, guidance,
+        sampler, layout guidance; 20 / 4.5 / flow-dpm-solver / off unless the model's genfoundry_sana.json
+        says otherwise) and the model's native size; `seed` int, per-image list, or None."""
         latents = self.generate_latents(
             prompt, negative_prompt, height, width, steps, guidance_scale, sampler, seed,
             progress=progress, warn_unknown_words=warn_unknown_words,
+            layout_guidance=layout_guidance, layouts=layouts,
         )
         return to_pil(self.decode(latents, tile=tile_vae))
 

@@ -149,6 +149,7 @@ class SanaTrainConfig:
     eval_prompts: int = 100  # GenEval-style prompts scored after training (0 skips)
     eval_psnr_images: int = 64
     eval_steps: int = 20
+    layout_guidance: float = 0.0  # written to the pipeline's genfoundry_sana.json (sana/layout.py; 0: off)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -207,7 +208,7 @@ def _cpu() -> SanaTrainConfig:
                              warmup=50, latent_noise=0.2, scale_images=1024),
         dit=DiTTrainConfig(width=128, depth=6, steps=6000, batch_size=64, lr=1e-3, warmup=100, ema_decay=0.999),
         checkpoint_every=500, eval_prompts=300, eval_psnr_images=500, flow_shift_candidates=(1.0, 2.0, 3.0),
-        validation_prompts=100,
+        validation_prompts=100, layout_guidance=12.0,  # the embedded model's, chosen by sana_layout_study.py
     )
 
 
@@ -224,7 +225,7 @@ def _gpu() -> SanaTrainConfig:
         dit=DiTTrainConfig(width=256, depth=10, cross_heads=8, steps=7600, batch_size=256, lr=6e-4, warmup=200,
                            ema_decay=0.999),
         checkpoint_every=1000, eval_prompts=300, eval_psnr_images=500, flow_shift_candidates=(1.0, 2.0, 3.0),
-        validation_prompts=100,
+        validation_prompts=100, layout_guidance=12.0,  # the embedded model's, chosen by sana_layout_study.py
     )
 
 
@@ -851,7 +852,7 @@ def train_sana(
     if not dist.is_main:
         return None
 
-    pipe = assemble_pipeline(transformer, dcae, text_encoder, cfg.flow_shift_candidates[0])
+    pipe = assemble_pipeline(transformer, dcae, text_encoder, cfg.flow_shift_candidates[0], cfg.layout_guidance)
     shift_scores: dict[float, float] = {}
     if len(cfg.flow_shift_candidates) > 1:
         _, shift_scores = select_flow_shift(pipe, cfg.flow_shift_candidates, cfg.validation_prompts,
@@ -879,12 +880,13 @@ def _single_process() -> DistInfo:
 # Assembling, judging and describing the result
 
 
-def assemble_pipeline(transformer: nn.Module, dcae: nn.Module, text_encoder, flow_shift: float = 3.0):
+def assemble_pipeline(transformer: nn.Module, dcae: nn.Module, text_encoder, flow_shift: float = 3.0,
+                      layout_guidance: float = 0.0):
     """The trained parts as one SanaPipeline (no CHI: its words are not in the ShapeWorld vocabulary)."""
     from genfoundry.sana.pipeline import SanaPipeline, SanaPipelineConfig
 
     config = SanaPipelineConfig(flow_shift=flow_shift, max_length=text_encoder.max_length,
-                                complex_human_instruction=None, lowercase=True)
+                                complex_human_instruction=None, lowercase=True, layout_guidance=layout_guidance)
     return SanaPipeline(transformer=transformer, vae=dcae, text_encoder=text_encoder, config=config)
 
 

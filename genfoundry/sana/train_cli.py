@@ -92,6 +92,8 @@ def eval_sana_command(
     guidance_scale: Optional[float] = typer.Option(
         None, help="Classifier-free guidance scale (default: the model's own, from genfoundry_sana.json)."),
     sampler: str = typer.Option("flow-dpm-solver", help="flow-dpm-solver or flow-euler."),
+    layout_guidance: Optional[float] = typer.Option(
+        None, help="Layout guidance for captions that name a relation (default: the model's own; 0 turns it off)."),
     psnr_images: int = typer.Option(200, help="Held-out renders for the DC-AE PSNR (0 skips)."),
     batch_size: int = typer.Option(50, help="Prompts generated together."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
@@ -105,6 +107,8 @@ def eval_sana_command(
         raise typer.BadParameter(f"--prompts must be >= 1, got {prompts}")
     if sampler not in ("flow-dpm-solver", "flow-euler"):
         raise typer.BadParameter(f"--sampler must be flow-dpm-solver or flow-euler, got {sampler!r}")
+    if layout_guidance is not None and layout_guidance < 0:
+        raise typer.BadParameter(f"--layout-guidance must be >= 0 (0 turns it off), got {layout_guidance}")
     target = _device_for(device)
     try:
         pipe = _load_pipeline(model, target)
@@ -113,14 +117,19 @@ def eval_sana_command(
         raise typer.Exit(1) from None
     if guidance_scale is None:
         guidance_scale = pipe.config.guidance_scale
+    if layout_guidance is None:
+        layout_guidance = pipe.config.layout_guidance
     report = sana_eval.evaluate_geneval(pipe, prompts=prompts, seed=seed, steps=steps, guidance_scale=guidance_scale,
-                                        sampler=sampler, batch_size=batch_size, progress=sys.stderr.isatty())
+                                        sampler=sampler, batch_size=batch_size, progress=sys.stderr.isatty(),
+                                        layout_guidance=layout_guidance)
     psnr = sana_eval.dcae_psnr(pipe.vae, psnr_images, seed, size=sana_eval._pipeline_size(pipe)) if psnr_images else None
-    typer.echo(f"model {model}: {prompts} held-out prompts, {sampler}, {steps} steps, guidance {guidance_scale}")
+    typer.echo(f"model {model}: {prompts} held-out prompts, {sampler}, {steps} steps, guidance {guidance_scale}, "
+               f"layout guidance {layout_guidance}")
     typer.echo(sana_eval.format_table(report, psnr))
     if json_out is not None:
         hub.write_json_atomic(json_out, {**report.to_dict(), "psnr_db": psnr, "model": model, "seed": seed,
-                                         "steps": steps, "guidance_scale": guidance_scale, "sampler": sampler})
+                                         "steps": steps, "guidance_scale": guidance_scale, "sampler": sampler,
+                                         "layout_guidance": layout_guidance})
 
 
 def _load_pipeline(model: str, device):
