@@ -1,6 +1,7 @@
 """SANA text-to-image: linear DiT, DC-AE, decoder-only LLM text encoder, flow samplers, pipeline."""
 
 from genfoundry.sana.dcae import DCAE
+from genfoundry.sana.layout import LayoutError, Region, plan_layout
 from genfoundry.sana.pipeline import SanaPipeline, SanaPipelineConfig
 from genfoundry.sana.samplers import (
     SAMPLERS,
@@ -13,13 +14,20 @@ from genfoundry.sana.samplers import (
     get_sampler,
 )
 from genfoundry.sana.text_encoder import DEFAULT_CHI, TextEncoder
-from genfoundry.sana.transformer import NAMED_CONFIGS, SanaTransformer, SanaTransformerConfig, named_config
+from genfoundry.sana.transformer import (
+    NAMED_CONFIGS,
+    SanaTransformer,
+    SanaTransformerConfig,
+    named_config,
+)
 
 __all__ = [
     "DCAE",
     "DEFAULT_CHI",
     "NAMED_CONFIGS",
     "SAMPLERS",
+    "LayoutError",
+    "Region",
     "SanaPipeline",
     "SanaPipelineConfig",
     "SanaTransformer",
@@ -33,4 +41,5 @@ __all__ = [
     "flow_euler_schedule",
     "get_sampler",
     "named_config",
+    "plan_layout",
 ]
