@@ -281,6 +281,10 @@ def test_layout_guidance_leaves_other_captions_and_low_noise_steps_alone(saved_d
         pipe.generate_latents(caption, layout_guidance=-1.0, **kw)
     with pytest.raises(ValueError, match="needs classifier-free guidance"):
         pipe.generate_latents(caption, layout_guidance=2.0, guidance_scale=1.0, **kw)
+    pipe.config.layout_guidance = 2.0  # a model's default: skipped without CFG instead of failing
+    no_cfg = pipe.generate_latents(caption, guidance_scale=1.0, **kw)
+    pipe.config.layout_guidance = 0.0
+    assert torch.equal(no_cfg, pipe.generate_latents(caption, guidance_scale=1.0, **kw))
     with pytest.raises(ValueError, match="got 2 layouts for 1 prompts"):
         pipe.generate_latents(caption, layout_guidance=2.0, layouts=[None, None], **kw)
     with pytest.raises(LayoutError, match="expected Region objects"):

@@ -166,6 +166,7 @@ class SanaPipeline:
         cfg = self.config
         steps = cfg.steps if steps is None else steps
         guidance_scale = cfg.guidance_scale if guidance_scale is None else float(guidance_scale)
+        layout_asked = layout_guidance is not None
         layout_guidance = cfg.layout_guidance if layout_guidance is None else float(layout_guidance)
         if not layout_guidance >= 0:
             raise ValueError(f"layout_guidance must be >= 0 (0 turns it off), got {layout_guidance}")
@@ -179,6 +180,8 @@ class SanaPipeline:
                     warnings.warn(f"prompt {p!r}: words unknown to the tokenizer: {unknown}", stacklevel=3)
         schedule = schedule_fn(steps, cfg.flow_shift)
         guided = guidance_scale > 1.0
+        if not guided and not layout_asked:
+            layout_guidance = 0.0  # the model's default layout guidance rides on CFG: off without it
         text, mask = self.encode_prompt(prompts, negative_prompt, guided)
         dtype = self.transformer.dtype
         text = text.to(device=self.device, dtype=dtype)
