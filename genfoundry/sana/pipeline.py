@@ -166,10 +166,7 @@ class SanaPipeline:
         cfg = self.config
         steps = cfg.steps if steps is None else steps
         guidance_scale = cfg.guidance_scale if guidance_scale is None else float(guidance_scale)
-        layout_asked = layout_guidance is not None
-        layout_guidance = cfg.layout_guidance if layout_guidance is None else float(layout_guidance)
-        if not layout_guidance >= 0:
-            raise ValueError(f"layout_guidance must be >= 0 (0 turns it off), got {layout_guidance}")
+        layout_guidance = self.effective_layout_guidance(layout_guidance, guidance_scale)
         sample_fn, schedule_fn = get_sampler(cfg.sampler if sampler is None else sampler)
         prompts = self._check_prompts(prompt)
         height, width = self._check_size(height, width)
@@ -180,8 +177,6 @@ class SanaPipeline:
                     warnings.warn(f"prompt {p!r}: words unknown to the tokenizer: {unknown}", stacklevel=3)
         schedule = schedule_fn(steps, cfg.flow_shift)
         guided = guidance_scale > 1.0
-        if not guided and not layout_asked:
-            layout_guidance = 0.0  # the model's default layout guidance rides on CFG: off without it
         text, mask = self.encode_prompt(prompts, negative_prompt, guided)
         dtype = self.transformer.dtype
         text = text.to(device=self.device, dtype=dtype)
@@ -194,6 +189,7 @@ class SanaPipeline:
         if regions is not None:
             owner, region_masks_, region_text, region_mask = regions
             text, mask = torch.cat([text, region_text.to(text)]), torch.cat([mask, region_mask.to(mask)])
+            rows_of_image = [(b, owner == b) for b in owner.unique().tolist()]
         batch = len(prompts)
 
         def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -211,12 +207,22 @@ class SanaPipeline:
             out = v_uncond + guidance_scale * (v_cond - v_uncond)
             if laid_out:
                 v_regions = v[2 * batch:]
-                for b in owner.unique().tolist():
-                    mine = owner == b
+                for b, mine in rows_of_image:
                     out[b] += layout_guidance * layout_term(v_regions[mine], v_uncond[b], region_masks_[mine])
             return out
 
         return sample_fn(velocity, schedule.sigmas, latents, schedule.timesteps, progress=progress)
+
+    def effective_layout_guidance(self, layout_guidance: float | None, guidance_scale: float) -> float:
+        """The layout guidance a call runs with: `layout_guidance` if given (>= 0), else the config's,
+        which rides on classifier-free guidance (off when guidance_scale <= 1; an explicit value > 0
+        without CFG is an error later, in `_layout_regions`)."""
+        if layout_guidance is None:
+            return self.config.layout_guidance if guidance_scale > 1.0 else 0.0
+        layout_guidance = float(layout_guidance)
+        if not layout_guidance >= 0:
+            raise ValueError(f"layout_guidance must be >= 0 (0 turns it off), got {layout_guidance}")
+        return layout_guidance
 
     def _layout_regions(self, prompts: list[str], layouts, layout_guidance: float, guided: bool, grid) -> tuple | None:
         """(owner image per region, masks [R, 1, h, w], region text embeddings and masks), or None when no

@@ -120,8 +120,7 @@ def eval_sana_command(
     report = sana_eval.evaluate_geneval(pipe, prompts=prompts, seed=seed, steps=steps, guidance_scale=guidance_scale,
                                         sampler=sampler, batch_size=batch_size, progress=sys.stderr.isatty(),
                                         layout_guidance=layout_guidance)
-    if layout_guidance is None:  # the model's own, which rides on CFG (off without it)
-        layout_guidance = pipe.config.layout_guidance if guidance_scale > 1 else 0.0
+    layout_guidance = pipe.effective_layout_guidance(layout_guidance, guidance_scale)
     psnr = sana_eval.dcae_psnr(pipe.vae, psnr_images, seed, size=sana_eval._pipeline_size(pipe)) if psnr_images else None
     typer.echo(f"model {model}: {prompts} held-out prompts, {sampler}, {steps} steps, guidance {guidance_scale}, "
                f"layout guidance {layout_guidance}")
