@@ -225,3 +225,19 @@ def test_batch_plan_and_schedule() -> None:
         TrainConfig(out="x", preset="huge")
     with pytest.raises(ValueError, match="contrastive_weight"):
         TrainConfig(out="x", contrastive_weight=0.0)
+
+
+def test_relation_fraction_picks_relation_questions() -> None:
+    from genfoundry.vilau.data import is_relation_question, pick_question
+
+    qa = [("what color is the circle?", "red"), ("is there a red circle?", "yes"),
+          ("is the red circle to the left of the blue square?", "yes"), ("is the red circle above the blue square?", "no")]
+    rng = random.Random(0)
+    share = lambda f: sum(is_relation_question(pick_question(qa, rng, f)[0]) for _ in range(2000)) / 2000
+    assert share(1.0) == 1.0 and share(0.0) == 0.0
+    assert abs(share(0.8) - 0.8) < 0.04 and abs(share(None) - 0.5) < 0.04
+    assert not is_relation_question("is there a red circle?") and not is_relation_question("is the red circle moving up?")
+    only = [("is the red circle below the blue square?", "no")]
+    assert pick_question(only, rng, 0.0) == only[0]  # nothing else to ask
+    with pytest.raises(ValueError, match="relation_fraction"):
+        MixConfig(relation_fraction=1.5)

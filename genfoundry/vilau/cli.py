@@ -162,6 +162,8 @@ def train_vilau_command(
     tower_from: Optional[Path] = typer.Option(None, help="Reuse a finished tower.safetensors (skip stage 1)."),
     init_from: Optional[str] = typer.Option(
         None, help="Start from a finished VILA-U folder or zoo name (all weights; stage 2 from step 0)."),
+    add_grid_position: bool = typer.Option(
+        False, help="With --init-from: add grid-cell embeddings to a model saved without them."),
     ema_decay: float = typer.Option(0.0, help="EMA of the weights (0 = off); the exported model uses it."),
     save_every: int = typer.Option(500, min=1),
     log_every: int = typer.Option(20, min=1),
@@ -169,6 +171,8 @@ def train_vilau_command(
     max_minutes_tower: Optional[float] = typer.Option(None, help="Stop stage 1 after this many minutes."),
     max_minutes_llm: Optional[float] = typer.Option(None, help="Stop stage 2 after this many minutes."),
     video_fraction: float = typer.Option(0.05, help="Fraction of stage-2 batches made of moving-shape clips."),
+    relation_fraction: Optional[float] = typer.Option(
+        None, help="Share of relation questions among those asked about scenes that have them (default: uniform)."),
 ) -> None:
     """Train VILA-U on ShapeWorld (resumes from the latest checkpoint in --out; torchrun for DDP)."""
     from genfoundry import hub
@@ -184,10 +188,10 @@ def train_vilau_command(
             device=device, contrastive=contrastive, contrastive_weight=contrastive_weight, ema_decay=ema_decay,
             save_every=save_every,
             log_every=log_every, num_workers=num_workers, tower_from=str(tower_from) if tower_from else None,
-            init_from=init_from,
+            init_from=init_from, add_grid_position=add_grid_position,
             max_seconds_tower=max_minutes_tower * 60 if max_minutes_tower else None,
             max_seconds_llm=max_minutes_llm * 60 if max_minutes_llm else None,
-            mix=MixConfig(video_fraction=video_fraction),
+            mix=MixConfig(video_fraction=video_fraction, relation_fraction=relation_fraction),
         )
     except ValueError as err:
         raise typer.BadParameter(str(err)) from None

@@ -51,20 +51,40 @@ class MixConfig:
     qa_fraction: float = 0.75  # of [image, text] samples: a question + answer (else the caption)
     caption_drop: float = 0.1  # generation captions replaced by " " (trains the CFG unconditional branch)
     video_fraction: float = 0.05  # of stage-2 batches made of moving-shape clips
+    # Of the questions asked about a scene that has relation questions ("is the red circle to the left of
+    # the blue square?"), the share that asks one; None draws uniformly from all the scene's questions.
+    relation_fraction: float | None = None
 
     def __post_init__(self) -> None:
-        for name in ("generation_fraction", "qa_fraction", "caption_drop", "video_fraction"):
+        for name in ("generation_fraction", "qa_fraction", "caption_drop", "video_fraction", "relation_fraction"):
             v = getattr(self, name)
+            if v is None and name == "relation_fraction":
+                continue
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {v}")
 
 
+def is_relation_question(question: str) -> bool:
+    return question.startswith("is the ") and " moving " not in question
+
+
+def pick_question(qa: list[tuple[str, str]], rng: random.Random, relation_fraction: float | None = None) -> tuple[str, str]:
+    """One (question, answer) of a scene: uniform, or a relation question with probability relation_fraction
+    when the scene has both kinds."""
+    if relation_fraction is not None:
+        relation = [p for p in qa if is_relation_question(p[0])]
+        other = [p for p in qa if not is_relation_question(p[0])]
+        if relation and other:
+            return rng.choice(relation if rng.random() < relation_fraction else other)
+    return rng.choice(qa)
+
+
 def understanding_segments(model, visual: Segment, caption: str, qa: list[tuple[str, str]], use_qa: bool,
-                           rng: random.Random) -> list[Segment]:
+                           rng: random.Random, relation_fraction: float | None = None) -> list[Segment]:
     """[image, text]: loss on the answer (after the question) or on the caption."""
     eos = model.tokenizer.eos_token_id
     if use_qa and qa:
-        q, a = rng.choice(qa)
+        q, a = pick_question(qa, rng, relation_fraction)
         return [visual, Segment("text", model.text_ids(q)), Segment("text", model.text_ids(a) + [eos], train=True)]
     return [visual, Segment("text", model.text_ids(caption) + [eos], train=True)]
 

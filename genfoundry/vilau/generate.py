@@ -198,7 +198,7 @@ def generate_codes(model: VilaU, prompt: str | list[str], frames: int | None = N
             bar.update(1)
             if p == g * g - 1 and f == n_frames - 1:
                 break  # the last position's embedding is never needed
-            emb = model.image_embeddings(codes)
+            emb = model.image_embeddings(codes, p)
             if guided:
                 emb = torch.cat([emb, emb], 0)
             hidden = stream.feed(emb[:, None])

@@ -6,12 +6,14 @@ Layout on disk (official-style folder):
     llm/                        transformers Llama (config.json + model.safetensors), tokenizer files,
                                 depth_transformer.safetensors (the depth transformer lives with the LLM)
     vision_tower/               config.json + model.safetensors (encoder, codebooks, decoder, text alignment)
-    mm_projector/               config.json + model.safetensors (MLP: summed code embedding -> LLM input)
+    mm_projector/               config.json + model.safetensors (MLP: summed code embedding -> LLM input),
+                                grid_position.safetensors (per-cell embedding, when image_position is "grid")
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +32,7 @@ IM_START, IM_END, VI_START, VI_END = "<im_start>", "<im_end>", "<vi_start>", "<v
 SPECIAL_TOKENS = (IM_START, IM_END, VI_START, VI_END)
 VIDEO_WORDS = ("moving", "up", "down")  # clip captions/questions need these beyond the ShapeWorld words
 UNCONDITIONAL_PROMPT = " "
+IMAGE_POSITIONS = ("grid", "none")
 
 
 def build_vilau_tokenizer():
@@ -55,8 +58,14 @@ class VilaUConfig:
     llm: dict[str, Any] = field(default_factory=default_llm_config)  # LlamaConfig kwargs
     depth: DepthConfig = field(default_factory=DepthConfig)
     video_frames: int = 4
+    # "grid": a learned per-cell embedding (initialised 2D sine-cosine) added to every image token, so the
+    # LLM sees where a token sits; "none": raster order with 1D RoPE only (the paper's model, and the
+    # folders written before the option existed).
+    image_position: str = "grid"
 
     def __post_init__(self) -> None:
+        if self.image_position not in IMAGE_POSITIONS:
+            raise ValueError(f"image_position must be one of {IMAGE_POSITIONS}, got {self.image_position!r}")
         if isinstance(self.tower, dict):
             self.tower = TowerConfig(**self.tower)
         if isinstance(self.depth, dict):
@@ -74,12 +83,12 @@ class VilaUConfig:
     def to_dict(self) -> dict[str, Any]:
         return {"model_type": MODEL_TYPE, "architectures": ["VilaU"], "tower": self.tower.to_dict(),
                 "llm": dict(self.llm), "depth": self.depth.to_dict(), "video_frames": self.video_frames,
-                "mm_projector_type": "mlp2x_gelu", "special_tokens": list(SPECIAL_TOKENS)}
+                "image_position": self.image_position, "mm_projector_type": "mlp2x_gelu", "special_tokens": list(SPECIAL_TOKENS)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> VilaUConfig:
         return cls(tower=TowerConfig(**d["tower"]), llm=dict(d["llm"]), depth=DepthConfig(**d["depth"]),
-                   video_frames=int(d.get("video_frames", 4)))
+                   video_frames=int(d.get("video_frames", 4)), image_position=d.get("image_position", "none"))
 
     @classmethod
     def tiny(cls) -> VilaUConfig:
@@ -104,7 +113,7 @@ class VilaUConfig:
         llm = {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32,
                "num_key_value_heads": 32, "max_position_embeddings": 4096, "tie_word_embeddings": False}
         depth = DepthConfig(hidden_size=1024, num_layers=3, num_heads=16)
-        return cls(tower=tower, llm=llm, depth=depth, video_frames=8)
+        return cls(tower=tower, llm=llm, depth=depth, video_frames=8, image_position="none")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -132,6 +141,41 @@ class Batch:
                                                self.image_targets, self.attention_mask)))
 
 
+class GridPosition(nn.Module):
+    """A learned embedding per image-grid cell, added to the image tokens' LLM inputs.
+
+    The conv tower's codes do not say where a token is, and 1D RoPE gives the LLM only distances along
+    the raster, so "left of" would need column = index mod grid. Initialised as a 2D sine-cosine table
+    (rows in the first half of the channels, columns in the second) at about half the RMS of the
+    projected code embeddings, so the position is readable from the first step."""
+
+    INIT_RMS = 0.25
+
+    def __init__(self, grid: int, hidden: int) -> None:
+        super().__init__()
+        self.grid = grid
+        self.table = nn.Parameter(self.sincos(grid, hidden) * (self.INIT_RMS / 0.5 ** 0.5))
+
+    @staticmethod
+    def sincos(grid: int, hidden: int) -> torch.Tensor:
+        half = hidden // 2
+        freqs = 1.0 / (grid ** (torch.arange(half // 2, dtype=torch.float32) / max(1, half // 2)))
+
+        def axis(n: int) -> torch.Tensor:  # [n, 2 * (half // 2)]
+            angle = torch.arange(n, dtype=torch.float32)[:, None] * freqs[None] * (math.pi / 2)
+            return torch.cat([angle.sin(), angle.cos()], 1)
+
+        rows, cols = axis(grid), axis(grid)
+        table = torch.zeros(grid, grid, hidden)
+        table[:, :, :rows.shape[1]] = rows[:, None]
+        table[:, :, half:half + cols.shape[1]] = cols[None]
+        return table.reshape(grid * grid, hidden)
+
+    def forward(self, index: torch.Tensor | int) -> torch.Tensor:
+        """Embedding of raster cell(s) `index` (0 .. grid**2 - 1)."""
+        return self.table[index]
+
+
 class VilaU(nn.Module):
     def __init__(self, config: VilaUConfig, tokenizer=None) -> None:
         super().__init__()
@@ -151,6 +195,7 @@ class VilaU(nn.Module):
         hidden = llm_config.hidden_size
         self.mm_projector = nn.Sequential(nn.Linear(config.tower.code_dim, hidden), nn.GELU(), nn.Linear(hidden, hidden))
         self.depth_transformer = DepthTransformer(config.depth)
+        self.grid_position = GridPosition(config.tower.grid, hidden) if config.image_position == "grid" else None
         ids = self.tokenizer.convert_tokens_to_ids(list(SPECIAL_TOKENS))
         if self.tokenizer.unk_token_id in ids:
             raise ValueError(f"tokenizer lacks the special tokens {SPECIAL_TOKENS}")
@@ -173,16 +218,33 @@ class VilaU(nn.Module):
 
     def embed_inputs(self, input_ids: torch.Tensor, image_codes: torch.Tensor | None = None,
                      image_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Text positions: token embeddings; image positions: MLP(sum of the D code embeddings)."""
+        """Text positions: token embeddings; image positions: MLP(sum of the D code embeddings), plus the
+        grid-cell embedding when the model has one."""
         emb = self.llm.get_input_embeddings()(input_ids)
         if image_codes is not None and image_mask is not None and bool(image_mask.any()):
-            img = self.image_embeddings(image_codes[image_mask])
+            # every image is one contiguous run of grid**2 positions, so a token's cell is its rank
+            # among the row's image positions modulo grid**2 (left padding and video frames included)
+            cell = (image_mask.long().cumsum(1) - 1) % self.config.image_tokens
+            img = self.image_embeddings(image_codes[image_mask], cell[image_mask])
             emb = emb.masked_scatter(image_mask[..., None], img.to(emb.dtype))
         return emb
 
-    def image_embeddings(self, codes: torch.Tensor) -> torch.Tensor:
-        """codes [..., D] -> LLM input embeddings [..., H]."""
-        return self.mm_projector(self.tower.quantizer.embed(codes))
+    def image_embeddings(self, codes: torch.Tensor, cell: torch.Tensor | int | None = None) -> torch.Tensor:
+        """codes [..., D] -> LLM input embeddings [..., H]; `cell`: the raster cell(s) of the codes within
+        their image (needed when the model has grid positions)."""
+        emb = self.mm_projector(self.tower.quantizer.embed(codes))
+        if self.grid_position is not None:
+            if cell is None:
+                raise ValueError("this model adds grid-cell embeddings to image tokens: pass each code's cell")
+            emb = emb + self.grid_position(cell).to(emb.dtype)
+        return emb
+
+    def add_grid_position(self) -> None:
+        """Give a model saved without grid positions (image_position "none") the grid-cell embedding, at its
+        initial sine-cosine value, so training can continue from it."""
+        if self.grid_position is None:
+            self.config.image_position = "grid"
+            self.grid_position = GridPosition(self.config.tower.grid, self.llm.config.hidden_size).to(self.device)
 
     # ------------------------------------------------------------------ sequences
     def build_sequence(self, segments: list[Segment], bos: bool = True) -> dict[str, list]:
@@ -367,6 +429,9 @@ class VilaU(nn.Module):
                               {"mm_projector_type": "mlp2x_gelu", "in_features": self.config.tower.code_dim,
                                "hidden_size": hidden})
         hub.save_file(weights(self.mm_projector), path / "mm_projector" / "model.safetensors", {"format": "pt"})
+        if self.grid_position is not None:
+            hub.save_file(weights(self.grid_position), path / "mm_projector" / "grid_position.safetensors",
+                          {"format": "pt"})
         return path
 
     @classmethod
@@ -388,6 +453,7 @@ class VilaU(nn.Module):
                 "(7B) weights use other parameter names and cannot be loaded by this implementation")
         missing = [p for p in ("llm/model.safetensors", "llm/depth_transformer.safetensors", "llm/tokenizer.json",
                                "vision_tower/model.safetensors", "mm_projector/model.safetensors")
+                   + (("mm_projector/grid_position.safetensors",) if raw.get("image_position") == "grid" else ())
                    if not (root / p).is_file()]
         if missing:
             raise hub.CheckpointError(f"{root} is incomplete; missing: {', '.join(missing)}")
@@ -397,7 +463,10 @@ class VilaU(nn.Module):
         for module, file in ((model.llm, "llm/model.safetensors"),
                              (model.depth_transformer, "llm/depth_transformer.safetensors"),
                              (model.tower, "vision_tower/model.safetensors"),
-                             (model.mm_projector, "mm_projector/model.safetensors")):
+                             (model.mm_projector, "mm_projector/model.safetensors"),
+                             (model.grid_position, "mm_projector/grid_position.safetensors")):
+            if module is None:
+                continue
             tensors, _ = hub.load_file(root / file)
             hub.check_state_dict(tensors, module.state_dict(), what=str(root / file))
             module.load_state_dict(tensors)

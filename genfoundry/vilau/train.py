@@ -68,6 +68,9 @@ class TrainConfig:
     # Start from a finished VILA-U folder (e.g. the embedded vila-u-shapes): all its weights, stage 1
     # skipped, stage 2 from step 0 with a fresh optimizer and schedule (continued training elsewhere).
     init_from: str | None = None
+    # With init_from: give a folder saved without grid-cell embeddings (image_position "none") the
+    # embedding at its initial value and train it with the rest (fresh models have it from the preset).
+    add_grid_position: bool = False
     amp: bool = True  # bf16 autocast on CUDA
 
     def __post_init__(self) -> None:
@@ -88,6 +91,9 @@ class TrainConfig:
             raise ValueError("learning rates must be > 0")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.add_grid_position and not self.init_from:
+            raise ValueError("add_grid_position applies to a model given by init_from (fresh models take the "
+                             "preset's image_position)")
         if self.init_from and self.tower_from:
             raise ValueError("init_from already holds a tower; pass init_from or tower_from, not both")
         if self.device == "cuda" and not torch.cuda.is_available():
@@ -253,7 +259,8 @@ def stage2_batch(model: VilaU, batch: dict, step: int, cfg: TrainConfig, rank: i
         if generate:
             segments = generation_segments(model, visual, caption, rng.random() < cfg.mix.caption_drop)
         else:
-            segments = understanding_segments(model, visual, caption, qa, rng.random() < cfg.mix.qa_fraction, rng)
+            segments = understanding_segments(model, visual, caption, qa, rng.random() < cfg.mix.qa_fraction, rng,
+                                              cfg.mix.relation_fraction)
         sequences.append(model.build_sequence(segments))
     return model.collate(sequences).to(device)
 
@@ -310,6 +317,8 @@ def train(cfg: TrainConfig) -> Path:
             hub.write_json_atomic(out / "train_config.json", asdict(cfg))
         if cfg.init_from:
             model = VilaU.from_pretrained(cfg.init_from).float().to(info.device)
+            if cfg.add_grid_position:
+                model.add_grid_position()
         else:
             model = VilaU(PRESETS[cfg.preset]()).to(info.device)
         logger = _Logger(out, info.is_main)

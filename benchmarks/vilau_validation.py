@@ -1,0 +1,87 @@
+"""Compare VILA-U model folders on validation data before choosing one to ship.
+
+Every model answers the same validation questions (per question type) and draws the same validation
+prompts at one CFG scale, from streams of their own (seed 7919): neither the training streams nor the
+held-out evaluation's (`genfoundry eval vilau`), so the choice does not touch the held-out numbers.
+
+    python benchmarks/vilau_validation.py --models raster=runs/a/model grid=runs/b/model --name vilau_validation_grid
+    python benchmarks/vilau_validation.py --quick            # random tiny model, a smoke test
+
+Writes benchmarks/results/NAME{,_quick}.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+VALIDATION_SEED = 7919
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["vila-u-shapes=vila-u-shapes"],
+                        help="LABEL=FOLDER_OR_ZOO_NAME pairs")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--vqa-images", type=int, default=150, help="validation images, 3 questions each")
+    parser.add_argument("--per-category", type=int, default=60, help="generation prompts per category")
+    parser.add_argument("--cfg", type=float, default=3.0)
+    parser.add_argument("--seed", type=int, default=VALIDATION_SEED)
+    parser.add_argument("--name", default="vilau_validation")
+    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args()
+    try:
+        pairs = [tuple(m.split("=", 1)) for m in args.models]
+        if any(len(p) != 2 or not p[0] or not p[1] for p in pairs):
+            raise ValueError
+    except ValueError:
+        parser.error(f"--models takes LABEL=FOLDER pairs, got {args.models}")
+
+    from genfoundry import hub
+    from genfoundry.vilau.evaluate import evaluate_generation, evaluate_vqa
+    from genfoundry.vilau.model import VilaU, VilaUConfig
+
+    rows = []
+    for label, where in pairs:
+        if args.quick:
+            torch.manual_seed(0)
+            model, n_images, per_category = VilaU(VilaUConfig.tiny()).eval(), 4, 1
+        else:
+            model, n_images, per_category = VilaU.from_pretrained(where), args.vqa_images, args.per_category
+        t = time.perf_counter()
+        vqa = evaluate_vqa(model, n_images=n_images, seed=args.seed)
+        gen = evaluate_generation(model, per_category, cfg=args.cfg, seed=args.seed)
+        rows.append({"label": label, "model": "random-tiny" if args.quick else where,
+                     "image_position": model.config.image_position, "vqa": vqa, "generation": gen,
+                     "seconds": time.perf_counter() - t})
+        print(f"{label}: VQA {vqa['accuracy']:.3f} {vqa['per_type']}; generation {gen['score']:.3f} "
+              f"{gen['per_category']}", flush=True)
+    result = {"device": "cpu", "cfg": args.cfg, "validation_seed": args.seed, "rows": rows}
+    name = f"{args.name}_quick" if args.quick else args.name
+    hub.write_json_atomic(args.results / f"{name}.json", result)
+    types = sorted({k for r in rows for k in r["vqa"]["per_type"]})
+    cats = list(rows[0]["generation"]["per_category"])
+    md = ["# VILA-U validation comparison", "",
+          (f"Validation streams (seed {args.seed}), CPU: {rows[0]['vqa']['questions']} questions (greedy answers) "
+           f"and {rows[0]['generation']['prompts']} prompts at cfg {args.cfg} (top-k 900, top-p 0.96)."), "",
+          "| model | image tokens | VQA | " + " | ".join(f"VQA {t}" for t in types) + " | generation | "
+          + " | ".join(cats) + " |",
+          "| --- | --- | ---: | " + " | ".join("---:" for _ in types) + " | ---: | " + " | ".join("---:" for _ in cats) + " |"]
+    for r in rows:
+        md.append(f"| {r['label']} | {r['image_position']} | {r['vqa']['accuracy']:.3f} | "
+                  + " | ".join(f"{r['vqa']['per_type'].get(t, float('nan')):.3f}" for t in types)
+                  + f" | {r['generation']['score']:.3f} | "
+                  + " | ".join(f"{r['generation']['per_category'][c]:.2f}" for c in cats) + " |")
+    hub.write_text_atomic(args.results / f"{name}.md", "\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
