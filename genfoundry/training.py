@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import random
 import re
@@ -79,9 +80,22 @@ def setup_distributed(backend: str | None = None) -> DistInfo:
 
 
 def cleanup_distributed() -> None:
-    """Leave the process group if one was started (safe to call in every case)."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    """Leave the process group if one was started (safe to call in every case).
+
+    Ranks first wait for each other: a rank that tears gloo down while another still has a collective
+    in flight can abort ("terminate called without an active exception"). The gloo wait has a timeout,
+    so a rank whose peer already died still exits."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if dist.get_world_size() > 1:
+        try:
+            if dist.get_backend() == "gloo":
+                dist.monitored_barrier(timeout=datetime.timedelta(seconds=60))
+            else:
+                dist.barrier()
+        except RuntimeError:
+            pass  # a peer is gone: leave anyway
+    dist.destroy_process_group()
 
 
 def _distributed() -> bool:
