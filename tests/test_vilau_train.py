@@ -143,6 +143,9 @@ def test_eval_writes_results_and_a_model_card(trained, app, tmp_path) -> None:
     assert result.exit_code == 0, result.output
     results = json.loads(out.read_text())
     assert set(results["generation"]) == {"1.0", "3.0"}
+    counts = results["vqa"]["per_type_questions"]
+    assert set(counts) == set(results["vqa"]["per_type"]) and sum(counts.values()) == results["vqa"]["questions"]
+    assert all(f"| VQA {k} ({n}) |" in out.with_suffix(".md").read_text() for k, n in counts.items())
     card = (model / "README.md").read_text()
     vqa = float(re.search(r"\| VQA accuracy \| \*\*([0-9.]+)\*\* \|", card).group(1))
     assert vqa == pytest.approx(results["vqa"]["accuracy"], abs=1e-3)

@@ -47,7 +47,8 @@ def evaluate_vqa(model: VilaU, n_images: int = 100, per_image: int = 3, batch_si
             right[question_type(q)].append(int(got == a))
     every = [v for vs in right.values() for v in vs]
     return {"accuracy": sum(every) / len(every), "questions": len(every),
-            "per_type": {k: sum(v) / len(v) for k, v in sorted(right.items())}}
+            "per_type": {k: sum(v) / len(v) for k, v in sorted(right.items())},
+            "per_type_questions": {k: len(v) for k, v in sorted(right.items())}}
 
 
 @torch.no_grad()
@@ -140,7 +141,8 @@ def results_markdown(results: dict, title: str = "VILA-U on held-out ShapeWorld"
     if "vqa" in results:
         vqa = results["vqa"]
         lines.append(f"| VQA accuracy ({vqa['questions']} questions) | {vqa['accuracy']:.3f} |")
-        lines += [f"| VQA {k} | {v:.3f} |" for k, v in vqa["per_type"].items()]
+        counts = vqa.get("per_type_questions", {})  # absent from results written before it was recorded
+        lines += [f"| VQA {k}{f' ({counts[k]})' if k in counts else ''} | {v:.3f} |" for k, v in vqa["per_type"].items()]
     if "reconstruction" in results:
         lines.append(f"| reconstruction PSNR (dB) | {results['reconstruction']['psnr_db']:.2f} |")
     if "retrieval" in results:
