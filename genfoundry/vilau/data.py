@@ -64,8 +64,16 @@ class MixConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {v}")
 
 
+def question_type(question: str) -> str:
+    for prefix, kind in (("what color", "color"), ("what shape", "shape"), ("how many", "count"),
+                         ("is there", "exists"), ("is the", "relation")):
+        if question.startswith(prefix):
+            return "motion" if kind == "relation" and " moving " in question else kind
+    return "other"
+
+
 def is_relation_question(question: str) -> bool:
-    return question.startswith("is the ") and " moving " not in question
+    return question_type(question) == "relation"
 
 
 def pick_question(qa: list[tuple[str, str]], rng: random.Random, relation_fraction: float | None = None) -> tuple[str, str]:

@@ -11,18 +11,11 @@ import torch
 
 from genfoundry import hub
 from genfoundry.shapes import CATEGORIES, ShapesDataset, evaluate, sample_scene
+from genfoundry.vilau.data import question_type
 from genfoundry.vilau.generate import answer_batch, generate_images
 from genfoundry.vilau.model import VilaU
 
 HELD_OUT_SEED = 999_983  # training streams use seeds < 1_000 * (seed + 1); this one is never trained on
-
-
-def question_type(question: str) -> str:
-    for prefix, kind in (("what color", "color"), ("what shape", "shape"), ("how many", "count"),
-                         ("is there", "exists"), ("is the", "relation")):
-        if question.startswith(prefix):
-            return "motion" if kind == "relation" and " moving " in question else kind
-    return "other"
 
 
 def _chunks(items: list, size: int):

@@ -161,14 +161,11 @@ class GridPosition(nn.Module):
         half = hidden // 2
         freqs = 1.0 / (grid ** (torch.arange(half // 2, dtype=torch.float32) / max(1, half // 2)))
 
-        def axis(n: int) -> torch.Tensor:  # [n, 2 * (half // 2)]
-            angle = torch.arange(n, dtype=torch.float32)[:, None] * freqs[None] * (math.pi / 2)
-            return torch.cat([angle.sin(), angle.cos()], 1)
-
-        rows, cols = axis(grid), axis(grid)
+        angle = torch.arange(grid, dtype=torch.float32)[:, None] * freqs[None] * (math.pi / 2)
+        line = torch.cat([angle.sin(), angle.cos()], 1)  # [grid, 2 * (half // 2)]: one row or column index each
         table = torch.zeros(grid, grid, hidden)
-        table[:, :, :rows.shape[1]] = rows[:, None]
-        table[:, :, half:half + cols.shape[1]] = cols[None]
+        table[:, :, :line.shape[1]] = line[:, None]  # rows
+        table[:, :, half:half + line.shape[1]] = line[None]  # columns
         return table.reshape(grid * grid, hidden)
 
     def forward(self, index: torch.Tensor | int) -> torch.Tensor:
@@ -224,8 +221,10 @@ class VilaU(nn.Module):
         if image_codes is not None and image_mask is not None and bool(image_mask.any()):
             # every image is one contiguous run of grid**2 positions, so a token's cell is its rank
             # among the row's image positions modulo grid**2 (left padding and video frames included)
-            cell = (image_mask.long().cumsum(1) - 1) % self.config.image_tokens
-            img = self.image_embeddings(image_codes[image_mask], cell[image_mask])
+            cell = None
+            if self.grid_position is not None:
+                cell = ((image_mask.long().cumsum(1) - 1) % self.config.image_tokens)[image_mask]
+            img = self.image_embeddings(image_codes[image_mask], cell)
             emb = emb.masked_scatter(image_mask[..., None], img.to(emb.dtype))
         return emb
 
@@ -451,13 +450,13 @@ class VilaU(nn.Module):
             raise hub.CheckpointError(
                 f"{root} has model_type {raw.get('model_type')!r}, expected {MODEL_TYPE!r}; official VILA-U "
                 "(7B) weights use other parameter names and cannot be loaded by this implementation")
+        config = VilaUConfig.from_dict(raw)
         missing = [p for p in ("llm/model.safetensors", "llm/depth_transformer.safetensors", "llm/tokenizer.json",
                                "vision_tower/model.safetensors", "mm_projector/model.safetensors")
-                   + (("mm_projector/grid_position.safetensors",) if raw.get("image_position") == "grid" else ())
+                   + (("mm_projector/grid_position.safetensors",) if config.image_position == "grid" else ())
                    if not (root / p).is_file()]
         if missing:
             raise hub.CheckpointError(f"{root} is incomplete; missing: {', '.join(missing)}")
-        config = VilaUConfig.from_dict(raw)
         tokenizer = PreTrainedTokenizerFast.from_pretrained(str(root / "llm"))
         model = cls(config, tokenizer)
         for module, file in ((model.llm, "llm/model.safetensors"),
