@@ -244,3 +244,33 @@ def test_relation_fraction_picks_relation_questions() -> None:
     assert pick_question(only, rng, 0.0) == only[0]  # nothing else to ask
     with pytest.raises(ValueError, match="relation_fraction"):
         MixConfig(relation_fraction=1.5)
+
+
+def test_alignment_stage_trains_the_head_alone(trained, app, tmp_path) -> None:
+    """--align-steps on a finished folder: the head's loss falls, every other weight and every code stays."""
+    source = VilaU.from_pretrained(trained / "model")
+    out = tmp_path / "aligned"
+    args = ["train", "vilau", "--out", str(out), "--init-from", str(trained / "model"), "--llm-steps", "0",
+            "--align-steps", "40", "--align-images", "64", "--align-batch-size", "16", "--align-lr", "3e-3",
+            "--warmup-steps", "1", "--log-every", "5", "--device", "cpu"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    align = [r for r in log if r["stage"] == "align"]
+    assert [r["step"] for r in align] == list(range(5, 45, 5))
+    assert align[-1]["loss"] < 0.7 * align[0]["loss"], align
+    tuned = VilaU.from_pretrained(out / "model")
+    before, after = source.state_dict(), tuned.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("tower.align.") for k in changed), sorted(changed)
+    image = render("a green square above a red circle", size=32, seed=4)
+    assert torch.equal(source.tokenize_image(image), tuned.tokenize_image(image))
+
+    again = CliRunner().invoke(app, args)  # finished: resumes at the last step, trains nothing more
+    assert again.exit_code == 0, again.output
+    assert "[align] resumed from" in again.output and "at step 40" in again.output
+    assert len([line for line in (out / "log.jsonl").read_text().splitlines() if '"align"' in line]) == len(align)
+    resumed = VilaU.from_pretrained(out / "model").state_dict()
+    assert all(torch.equal(resumed[k], after[k]) for k in changed)
+    with pytest.raises(ValueError, match="align_batch_size"):
+        TrainConfig(out="x", align_batch_size=1)

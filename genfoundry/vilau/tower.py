@@ -329,6 +329,12 @@ class AlignmentHead(nn.Module):
     def embed_text(self, text_features: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.text_proj(text_features), dim=-1)
 
+    def forward(self, grid_features: torch.Tensor, text_features: torch.Tensor,
+                positives: torch.Tensor | None = None) -> torch.Tensor:
+        """The sigmoid contrastive loss of a batch of (feature grid, frozen text features) pairs."""
+        return sigmoid_contrastive_loss(self.embed_image(grid_features), self.embed_text(text_features),
+                                        self.logit_scale, self.logit_bias, positives)
+
 
 # ----------------------------------------------------------------------------------------------
 # The tower
@@ -406,11 +412,8 @@ class VisionTower(nn.Module):
             "commitment": q.commitment_loss,
         }
         if text_ids is not None and cfg.contrastive_weight > 0:
-            img = self.align.embed_image(grid)
-            txt = self.text_embedding(text_ids)
             same = (text_ids[:, None, :] == text_ids[None, :, :]).all(-1)
-            losses["contrastive"] = cfg.contrastive_weight * sigmoid_contrastive_loss(
-                img, txt, self.align.logit_scale, self.align.logit_bias, same)
+            losses["contrastive"] = cfg.contrastive_weight * self.align(grid, self.text_encoder(text_ids), same)
         losses["total"] = sum(losses.values())
         codes = q.codes.reshape(images.shape[0], cfg.grid, cfg.grid, cfg.depth)
         return TowerOutput(recon, codes, losses, q.dead_restarts)

@@ -3,12 +3,14 @@
 Stage 1 trains the vision tower: reconstruction + commitment + SigLIP sigmoid contrastive loss
 against the frozen text encoder (reconstruction 1 : alignment `contrastive_weight`, 0.1 by default;
 `contrastive=False` gives the paper's ablation).
+Stage 1b (optional, `align_steps`) trains the alignment head alone on the frozen tower's features;
+the codes stay the same, so it can refine a finished folder's retrieval without touching its LLM.
 Stage 2 freezes the tower and trains the LLM, the projector and the depth transformer on a mix of
 [image, text] (loss on captions / answers) and [text, image] (loss on every code; captions dropped
 to " " 10% of the time so CFG has an unconditional branch), plus a few moving-shape clips.
 
 Output folder:
-    tower_ckpt/checkpoint-*.pt, llm_ckpt/checkpoint-*.pt   resumable training state (genfoundry.training)
+    tower_ckpt/, align_ckpt/, llm_ckpt/checkpoint-*.pt    resumable training state (genfoundry.training)
     tower.safetensors                                      the finished stage-1 tower (stage 1 is skipped if present)
     model/                                                 the finished VILA-U folder (VilaU.from_pretrained)
     log.jsonl, summary.json                                losses per logged step; first/last averages
@@ -72,22 +74,32 @@ class TrainConfig:
     # embedding at its initial value and train it with the rest (fresh models have it from the preset).
     add_grid_position: bool = False
     amp: bool = True  # bf16 autocast on CUDA
+    # Stage 1b (off at 0): the text-alignment head alone, on the frozen tower's features of
+    # `align_images` images (computed once, re-sampled every step). The codes do not change, so it
+    # also applies to a finished folder (init_from) without touching what the LLM learned.
+    align_steps: int = 0
+    align_lr: float = 1e-3
+    align_batch_size: int = 256
+    align_images: int = 20000
 
     def __post_init__(self) -> None:
         if isinstance(self.mix, dict):
             self.mix = MixConfig(**self.mix)
         if self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; expected one of {sorted(PRESETS)}")
-        for name in ("tower_steps", "llm_steps"):
+        for name in ("tower_steps", "llm_steps", "align_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("batch_size", "save_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("align_batch_size", "align_images"):
+            if getattr(self, name) < 2:
+                raise ValueError(f"{name} must be >= 2 (a contrastive batch needs negatives), got {getattr(self, name)}")
         if not 0.0 < self.contrastive_weight < float("inf"):
             raise ValueError(f"contrastive_weight must be > 0 (use contrastive=False to drop it), "
                              f"got {self.contrastive_weight}")
-        if self.tower_lr <= 0 or self.llm_lr <= 0:
+        if self.tower_lr <= 0 or self.llm_lr <= 0 or self.align_lr <= 0:
             raise ValueError("learning rates must be > 0")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
@@ -238,6 +250,58 @@ def train_tower(model: VilaU, cfg: TrainConfig, info: DistInfo, out: Path, logge
                       step_fn=step_fn, logger=logger, max_seconds=cfg.max_seconds_tower)
 
 
+@torch.no_grad()
+def alignment_features(model: VilaU, cfg: TrainConfig, info: DistInfo) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The alignment head's inputs for `cfg.align_images` images of this rank's stream 3: quantized
+    grids [N, C, g, g], each image's caption index [N], frozen text features of the distinct
+    captions [T, F]. The encoder, quantizer and text encoder are frozen, so these never change."""
+    tower, tok, n = model.tower.eval(), model.tokenizer, cfg.align_images
+    data = ShapesDataset(n, seed=cfg.seed * 1000 + 300 + info.rank, size=model.config.tower.image_size)
+    grids, captions = [], []
+    chunk = 256
+    for start in tqdm(range(0, n, chunk), desc="alignment features", disable=not info.is_main):
+        samples = [data[i] for i in range(start, min(n, start + chunk))]
+        grid, _ = tower.encode(torch.stack([s["image"] for s in samples]).to(info.device))
+        grids.append(grid.float())
+        captions += [s["caption"] for s in samples]
+    distinct = sorted(set(captions))
+    index = {c: i for i, c in enumerate(distinct)}
+    ids = tok(distinct, add_special_tokens=False, padding="max_length", truncation=True,
+              max_length=tower.text_encoder.max_length, return_tensors="pt")["input_ids"].to(info.device)
+    text = torch.cat([tower.text_encoder(ids[i:i + chunk]).float() for i in range(0, len(distinct), chunk)])
+    return torch.cat(grids), torch.tensor([index[c] for c in captions], device=info.device), text
+
+
+def train_alignment(model: VilaU, cfg: TrainConfig, info: DistInfo, out: Path, logger: _Logger) -> int:
+    """Stage 1b: the alignment head alone (sigmoid contrastive loss) on the frozen tower's features."""
+    tower = model.tower
+    tower.requires_grad_(False)
+    tower.eval()  # the quantizer must not update its codebooks
+    head = tower.align
+    head.requires_grad_(True)
+    head.train()
+    features: dict[str, torch.Tensor] = {}  # computed on first use: a finished stage resumes without them
+
+    def loader_fn(start, steps):
+        if not features:
+            features["grid"], features["caption"], features["text"] = alignment_features(model, cfg, info)
+        for step in range(start, steps):
+            g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + info.rank * 10_007 + step)
+            yield torch.randint(0, features["grid"].shape[0], (cfg.align_batch_size,), generator=g)
+
+    def step_fn(trained, picked, step):
+        picked = picked.to(info.device)
+        caption = features["caption"][picked]
+        loss = trained(features["grid"][picked], features["text"][caption], caption[:, None] == caption[None, :])
+        return {"loss": loss}
+
+    step = _run_stage(name="align", cfg=cfg, info=info, module=head, params=list(head.parameters()),
+                      steps=cfg.align_steps, lr=cfg.align_lr, ckpt_dir=out / "align_ckpt", loader_fn=loader_fn,
+                      step_fn=step_fn, logger=logger, max_seconds=None)
+    head.eval()
+    return step
+
+
 def stage2_batch(model: VilaU, batch: dict, step: int, cfg: TrainConfig, rank: int, device: torch.device):
     """Tokenize the images with the frozen tower and build the mixed sequences of one batch."""
     rng = random.Random(f"vilau-mix:{cfg.seed}:{rank}:{step}")
@@ -342,6 +406,8 @@ def train(cfg: TrainConfig) -> Path:
                               {"contrastive_weight": model.config.tower.contrastive_weight})
             if info.world_size > 1:
                 dist.barrier()
+        if cfg.align_steps:
+            train_alignment(model, cfg, info, out, logger)
         seed_everything(cfg.seed + 1, info.rank)
         train_llm(model, cfg, info, out, logger)
         folder = out / "model"
