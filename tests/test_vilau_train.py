@@ -274,3 +274,15 @@ def test_alignment_stage_trains_the_head_alone(trained, app, tmp_path) -> None:
     assert all(torch.equal(resumed[k], after[k]) for k in changed)
     with pytest.raises(ValueError, match="align_batch_size"):
         TrainConfig(out="x", align_batch_size=1)
+
+
+def test_saved_tokenizer_does_not_keep_the_last_calls_truncation(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = VilaU(VilaUConfig.tiny()).eval()
+    model.save_pretrained(tmp_path / "a")
+    model.tokenizer(["a red circle"], add_special_tokens=False, padding="max_length", truncation=True, max_length=5)
+    model.save_pretrained(tmp_path / "b")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        assert (tmp_path / "a" / "llm" / name).read_bytes() == (tmp_path / "b" / "llm" / name).read_bytes(), name
+    long = "a red circle to the left of a blue square " * 3
+    assert len(VilaU.from_pretrained(tmp_path / "b").text_ids(long)) == len(model.text_ids(long)) > 5

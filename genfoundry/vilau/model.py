@@ -420,6 +420,10 @@ class VilaU(nn.Module):
         hub.save_file(weights(self.llm), path / "llm" / "model.safetensors", {"format": "pt"})
         hub.save_file(weights(self.depth_transformer), path / "llm" / "depth_transformer.safetensors",
                       {"format": "pt", "config": self.config.depth.to_dict()})
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is not None:  # a call with truncation or padding leaves it switched on, and it would be saved
+            backend.no_truncation()
+            backend.no_padding()
         self.tokenizer.save_pretrained(str(path / "llm"))
         hub.write_json_atomic(path / "vision_tower" / "config.json", self.config.tower.to_dict())
         hub.save_file(weights(self.tower), path / "vision_tower" / "model.safetensors", {"format": "pt"})
