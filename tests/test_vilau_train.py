@@ -272,6 +272,10 @@ def test_alignment_stage_trains_the_head_alone(trained, app, tmp_path) -> None:
     assert len([line for line in (out / "log.jsonl").read_text().splitlines() if '"align"' in line]) == len(align)
     resumed = VilaU.from_pretrained(out / "model").state_dict()
     assert all(torch.equal(resumed[k], after[k]) for k in changed)
+    from genfoundry.vilau.card import _command
+
+    command = _command(json.loads((out / "train_config.json").read_text()))
+    assert "--align-steps 40" in command and "--align-images 64" in command and "--align-batch-size 16" in command
     with pytest.raises(ValueError, match="align_batch_size"):
         TrainConfig(out="x", align_batch_size=1)
 

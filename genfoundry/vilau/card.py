@@ -37,6 +37,9 @@ def _command(config: dict) -> str:
         args += ["--contrastive-weight", f"{config['contrastive_weight']:g}"]
     else:
         args.append("--no-contrastive")
+    if config.get("align_steps"):
+        args += ["--align-steps", str(config["align_steps"]), "--align-lr", f"{config['align_lr']:g}",
+                 "--align-batch-size", str(config["align_batch_size"]), "--align-images", str(config["align_images"])]
     if config.get("ema_decay"):
         args += ["--ema-decay", f"{config['ema_decay']:g}"]
     return " ".join(shlex.quote(a) for a in args)
