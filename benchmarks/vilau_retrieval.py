@@ -13,45 +13,32 @@ Writes benchmarks/results/NAME{,_quick}.{json,md}.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
-import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-VALIDATION_SEED = 7919
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.vilau_validation import (
+    VALIDATION_SEED,
+    comparison_parser,
+    model_pairs,
+    models_to_compare,
+)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["vila-u-shapes=vila-u-shapes"],
-                        help="LABEL=FOLDER_OR_ZOO_NAME pairs")
-    parser.add_argument("--quick", action="store_true")
+    parser = comparison_parser(__doc__, "vilau_retrieval")
     parser.add_argument("--validation-images", type=int, default=500)
     parser.add_argument("--held-out-images", type=int, default=200, help="as `genfoundry eval vilau`")
-    parser.add_argument("--name", default="vilau_retrieval")
-    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
-    pairs = [tuple(m.split("=", 1)) for m in args.models]
-    if any(len(p) != 2 or not p[0] or not p[1] for p in pairs):
-        parser.error(f"--models takes LABEL=FOLDER pairs, got {args.models}")
+    pairs = model_pairs(parser, args.models)
 
     from genfoundry import hub
     from genfoundry.vilau.evaluate import HELD_OUT_SEED, evaluate_retrieval
-    from genfoundry.vilau.model import VilaU, VilaUConfig
 
     rows = []
-    for label, where in pairs:
-        if args.quick:
-            torch.manual_seed(0)
-            model, n_val, n_held = VilaU(VilaUConfig.tiny()).eval(), 12, 12
-            where = "random tiny model"
-        else:
-            model, n_val, n_held = VilaU.from_pretrained(where), args.validation_images, args.held_out_images
+    n_val, n_held = (12, 12) if args.quick else (args.validation_images, args.held_out_images)
+    for label, where, model in models_to_compare(pairs, args.quick):
         t = time.perf_counter()
         validation = evaluate_retrieval(model, n_images=n_val, seed=VALIDATION_SEED)
         held_out = evaluate_retrieval(model, n_images=n_held, seed=HELD_OUT_SEED)
@@ -59,9 +46,9 @@ def main() -> None:
                      "seconds": round(time.perf_counter() - t, 1)})
         print(rows[-1], flush=True)
 
-    md = ["# VILA-U caption retrieval (1 true caption among 10)", "",
-          f"Validation: {rows[0]['validation']['images']} images, seed {VALIDATION_SEED}; held out: "
-          f"{rows[0]['held_out']['images']} images, the seed of `genfoundry eval vilau`.", "",
+    counts = (f"Validation: {rows[0]['validation']['images']} images, seed {VALIDATION_SEED}; held out: "
+              f"{rows[0]['held_out']['images']} images, the seed of `genfoundry eval vilau`.")
+    md = ["# VILA-U caption retrieval (1 true caption among 10)", "", counts, "",
           "| model | folder | validation top-1 | held-out top-1 |", "| --- | --- | ---: | ---: |"]
     md += [f"| {r['label']} | `{r['model']}` | {r['validation']['top1']:.3f} | {r['held_out']['top1']:.3f} |"
            for r in rows]

@@ -25,40 +25,56 @@ sys.path.insert(0, str(ROOT))
 VALIDATION_SEED = 7919
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def model_pairs(parser: argparse.ArgumentParser, models: list[str]) -> list[tuple[str, str]]:
+    """`--models` values LABEL=FOLDER_OR_ZOO_NAME -> (label, folder) pairs, or a usage error."""
+    pairs = [tuple(m.split("=", 1)) for m in models]
+    if any(len(p) != 2 or not p[0] or not p[1] for p in pairs):
+        parser.error(f"--models takes LABEL=FOLDER pairs, got {models}")
+    return pairs
+
+
+def models_to_compare(pairs: list[tuple[str, str]], quick: bool):
+    """(label, folder, model) per pair, loaded one at a time; `quick`: a random tiny model for each."""
+    from genfoundry.vilau.model import VilaU, VilaUConfig
+
+    for label, where in pairs:
+        if quick:
+            torch.manual_seed(0)
+            yield label, "random-tiny", VilaU(VilaUConfig.tiny()).eval()
+        else:
+            yield label, where, VilaU.from_pretrained(where)
+
+
+def comparison_parser(doc: str, name: str) -> argparse.ArgumentParser:
+    """The options every model-comparison script takes: --models, --quick, --name, --results."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["vila-u-shapes=vila-u-shapes"],
                         help="LABEL=FOLDER_OR_ZOO_NAME pairs")
-    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="A random tiny model for each (a smoke test).")
+    parser.add_argument("--name", default=name, help="Results file name (benchmarks/results/NAME.{json,md}).")
+    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
+    return parser
+
+
+def main() -> None:
+    parser = comparison_parser(__doc__, "vilau_validation")
     parser.add_argument("--vqa-images", type=int, default=150, help="validation images, 3 questions each")
     parser.add_argument("--per-category", type=int, default=60, help="generation prompts per category")
     parser.add_argument("--cfg", type=float, default=3.0)
     parser.add_argument("--seed", type=int, default=VALIDATION_SEED)
-    parser.add_argument("--name", default="vilau_validation")
-    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
-    try:
-        pairs = [tuple(m.split("=", 1)) for m in args.models]
-        if any(len(p) != 2 or not p[0] or not p[1] for p in pairs):
-            raise ValueError
-    except ValueError:
-        parser.error(f"--models takes LABEL=FOLDER pairs, got {args.models}")
+    pairs = model_pairs(parser, args.models)
 
     from genfoundry import hub
     from genfoundry.vilau.evaluate import evaluate_generation, evaluate_vqa
-    from genfoundry.vilau.model import VilaU, VilaUConfig
 
     rows = []
-    for label, where in pairs:
-        if args.quick:
-            torch.manual_seed(0)
-            model, n_images, per_category = VilaU(VilaUConfig.tiny()).eval(), 4, 1
-        else:
-            model, n_images, per_category = VilaU.from_pretrained(where), args.vqa_images, args.per_category
+    n_images, per_category = (4, 1) if args.quick else (args.vqa_images, args.per_category)
+    for label, where, model in models_to_compare(pairs, args.quick):
         t = time.perf_counter()
         vqa = evaluate_vqa(model, n_images=n_images, seed=args.seed)
         gen = evaluate_generation(model, per_category, cfg=args.cfg, seed=args.seed)
-        rows.append({"label": label, "model": "random-tiny" if args.quick else where,
+        rows.append({"label": label, "model": where,
                      "image_position": model.config.image_position, "vqa": vqa, "generation": gen,
                      "seconds": time.perf_counter() - t})
         print(f"{label}: VQA {vqa['accuracy']:.3f} {vqa['per_type']}; generation {gen['score']:.3f} "
