@@ -86,13 +86,10 @@ def evaluate_retrieval(model: VilaU, n_images: int = 200, candidates: int = 10, 
     samples = [data[i] for i in range(n_images)]
     pool = sorted({s["caption"] for s in samples})
     rng = random.Random(f"retrieval:{seed}")
-    tok = model.tokenizer
     tower = model.tower.eval()
 
     def text_emb(captions: list[str]) -> torch.Tensor:
-        ids = tok(captions, add_special_tokens=False, padding="max_length", truncation=True,
-                  max_length=tower.text_encoder.max_length, return_tensors="pt")["input_ids"].to(model.device)
-        return tower.text_embedding(ids)
+        return tower.text_embedding(model.caption_ids(captions))
 
     correct = 0
     for chunk in _chunks(samples, 64):

@@ -203,6 +203,13 @@ class VilaU(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    def caption_ids(self, captions: list[str]) -> torch.Tensor:
+        """Captions -> ids [B, L] for the vision tower's frozen text encoder (no <bos>; padded and cut to
+        its max_length), on the model's device."""
+        return self.tokenizer(captions, add_special_tokens=False, padding="max_length", truncation=True,
+                              max_length=self.tower.text_encoder.max_length,
+                              return_tensors="pt")["input_ids"].to(self.device)
+
     def text_ids(self, text: str) -> list[int]:
         """Token ids of `text` without <bos>; raises if a word is unknown to the vocabulary."""
         from genfoundry.shapes.tokenizer import out_of_vocabulary

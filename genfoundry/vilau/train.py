@@ -230,13 +230,11 @@ def train_tower(model: VilaU, cfg: TrainConfig, info: DistInfo, out: Path, logge
     tower.align.requires_grad_(cfg.contrastive)  # unused parameters would stall DDP
     tower.train()
     params = [p for p in tower.parameters() if p.requires_grad]
-    tok = model.tokenizer
     size = model.config.tower.image_size
 
     def step_fn(trained, batch, step):
         images = batch["image"].to(info.device, non_blocking=True)
-        text = tok(batch["caption"], add_special_tokens=False, padding="max_length", truncation=True,
-                   max_length=tower.text_encoder.max_length, return_tensors="pt")["input_ids"].to(info.device)
+        text = model.caption_ids(batch["caption"])
         with _autocast(cfg, info.device):
             result = trained(images, text if cfg.contrastive else None)
         mse = float(torch.nn.functional.mse_loss(result.reconstruction.detach().float().clamp(-1, 1), images))
@@ -255,7 +253,7 @@ def alignment_features(model: VilaU, cfg: TrainConfig, info: DistInfo) -> tuple[
     """The alignment head's inputs for `cfg.align_images` images of this rank's stream 3: quantized
     grids [N, C, g, g], each image's caption index [N], frozen text features of the distinct
     captions [T, F]. The encoder, quantizer and text encoder are frozen, so these never change."""
-    tower, tok, n = model.tower.eval(), model.tokenizer, cfg.align_images
+    tower, n = model.tower.eval(), cfg.align_images
     data = ShapesDataset(n, seed=cfg.seed * 1000 + 300 + info.rank, size=model.config.tower.image_size)
     grids, captions = [], []
     chunk = 256
@@ -266,8 +264,7 @@ def alignment_features(model: VilaU, cfg: TrainConfig, info: DistInfo) -> tuple[
         captions += [s["caption"] for s in samples]
     distinct = sorted(set(captions))
     index = {c: i for i, c in enumerate(distinct)}
-    ids = tok(distinct, add_special_tokens=False, padding="max_length", truncation=True,
-              max_length=tower.text_encoder.max_length, return_tensors="pt")["input_ids"].to(info.device)
+    ids = model.caption_ids(distinct)
     text = torch.cat([tower.text_encoder(ids[i:i + chunk]).float() for i in range(0, len(distinct), chunk)])
     return torch.cat(grids), torch.tensor([index[c] for c in captions], device=info.device), text
 
