@@ -6,8 +6,8 @@ import torch
 from PIL import Image, ImageFilter
 
 from genfoundry.shapes import (
-    CATEGORIES, COLORS, RELATIONS, SHAPES, CaptionError, ShapesDataset, collate, detect, evaluate,
-    format_caption, parse_caption, questions, relation_holds, render, render_scene, sample_scene,
+    CATEGORIES, COLORS, RELATIONS, SHAPES, CaptionError, ShapesDataset, caption_edits, collate, detect, evaluate,
+    format_caption, parse_caption, questions, relation_holds, render, render_scene, sample_caption, sample_scene,
     vocabulary, write_split,
 )
 from genfoundry.shapes.grammar import CaptionSpec, ObjectSpec
@@ -211,3 +211,35 @@ def test_detect_reports_geometry():
     found = detect(image)
     assert sorted(d.kind for d in found) == [("blue", "square"), ("red", "circle")]
     assert all(d.size >= 64 / 6 - 1 for d in found)
+
+
+@pytest.mark.parametrize("category", ["single_object", "two_objects", "counting", "colors", "position"])
+def test_caption_edits_are_false_of_the_captions_scene(category):
+    """Every edit is a valid caption that the detector finds false of a scene drawn for the original."""
+    rng = random.Random(f"edits:{category}")
+    for i in range(4):
+        caption = sample_caption(rng, category).text
+        image = render(caption, size=64, seed=i)
+        assert evaluate(image, caption)["correct"], caption
+        edits = caption_edits(caption)
+        assert edits and {"color", "shape"} <= set(edits)
+        for kind, texts in edits.items():
+            assert texts and caption not in texts
+            for text in texts:
+                assert parse_caption(text).text == text
+                assert not evaluate(image, text)["correct"], (caption, kind, text)
+
+
+def test_caption_edits_leave_out_rewordings_and_relations_that_may_hold():
+    colors = caption_edits("a red circle and a blue circle")
+    assert "swap_colors" not in colors  # 'a blue circle and a red circle' asks for the same scene
+    assert "two blue circles" in colors["color"]
+    relation = caption_edits("a red circle to the left of a blue square")
+    assert relation["relation"] == ["a red circle to the right of a blue square"]
+    assert relation["swap_colors"] == ["a blue circle to the left of a red square"]
+    assert sorted(relation["drop"]) == ["a blue square", "a red circle"]
+    single = caption_edits("a green triangle")
+    assert single["count"] == ["two green triangles", "three green triangles", "four green triangles"]
+    assert len(single["add"]) == 17
+    with pytest.raises(CaptionError, match="unknown colour"):
+        caption_edits("a pink circle")

@@ -280,6 +280,34 @@ def test_alignment_stage_trains_the_head_alone(trained, app, tmp_path) -> None:
         TrainConfig(out="x", align_batch_size=1)
 
 
+def test_alignment_stage_with_hard_negative_captions(trained, app, tmp_path) -> None:
+    """--align-hard-negatives: each image's caption edits join the batch's texts as negatives only."""
+    import random
+
+    from genfoundry.vilau.train import hard_negatives
+
+    out = tmp_path / "hard"
+    args = ["train", "vilau", "--out", str(out), "--init-from", str(trained / "model"), "--llm-steps", "0",
+            "--align-steps", "30", "--align-images", "64", "--align-batch-size", "16", "--align-lr", "3e-3",
+            "--align-hard-negatives", "3", "--warmup-steps", "1", "--log-every", "5", "--device", "cpu"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    align = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if '"align"' in line]
+    assert len(align) == 6 and align[-1]["loss"] < align[0]["loss"], align
+    before = VilaU.from_pretrained(trained / "model").state_dict()
+    after = VilaU.from_pretrained(out / "model").state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("tower.align.") for k in changed), sorted(changed)
+    from genfoundry.vilau.card import _command
+
+    assert "--align-hard-negatives 3" in _command(json.loads((out / "train_config.json").read_text()))
+    edits = {0: [[5, 6], [7]], 1: [[8]]}
+    picked = hard_negatives(edits, [0, 1, 0], 4, random.Random(0))
+    assert len(picked) == 12 and set(picked[:4]) <= {5, 6, 7} and picked[4:8] == [8] * 4
+    with pytest.raises(ValueError, match="align_hard_negatives"):
+        TrainConfig(out="x", align_hard_negatives=-1)
+
+
 def test_saved_tokenizer_does_not_keep_the_last_calls_truncation(tmp_path) -> None:
     torch.manual_seed(0)
     model = VilaU(VilaUConfig.tiny()).eval()

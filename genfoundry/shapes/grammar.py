@@ -10,9 +10,10 @@ Forms (DESIGN.md):
 from __future__ import annotations
 
 import random
+from collections import Counter
 from dataclasses import dataclass
 
-from genfoundry.shapes.world import CATEGORIES, COLORS, NUMBER_WORDS, RELATIONS, SHAPES
+from genfoundry.shapes.world import CATEGORIES, COLORS, NUMBER_WORDS, OPPOSITE_RELATION, RELATIONS, SHAPES
 
 PLURALS = {s + "s": s for s in SHAPES}
 CAPTION_NUMBERS = {w: n for w, n in NUMBER_WORDS.items() if n >= 2}
@@ -183,3 +184,72 @@ def sample_caption(rng: random.Random, category: str | None = None) -> CaptionSp
         raise ValueError(f"unknown category {category!r}; expected one of: {', '.join(CATEGORIES)}")
     spec = CaptionSpec("", objs, rel, category)
     return CaptionSpec(format_caption(spec), objs, rel, category)
+
+
+def _meaning(spec: CaptionSpec) -> tuple:
+    """What a caption asks for, independent of wording: object kinds with counts, and the relation with
+    'to the right of'/'below' turned around ('a X right of a Y' = 'a Y left of a X')."""
+    kinds: Counter = Counter()
+    for o in spec.objects:
+        kinds[o.kind] += o.count
+    relation = None
+    if spec.relation is not None:
+        a, b, rel = spec.objects[0].kind, spec.objects[1].kind, spec.relation
+        if rel in ("to the right of", "below"):
+            a, b, rel = b, a, OPPOSITE_RELATION[rel]
+        relation = (a, b, rel)
+    return frozenset(kinds.items()), relation
+
+
+def caption_edits(caption: str) -> dict[str, list[str]]:
+    """Captions one edit away from `caption` that ask for a different scene, grouped by the edit:
+    color (one object recoloured), shape, count, swap_colors (two objects trade colours), drop (one of
+    two objects left out), add (a second object of another kind), relation (the opposite one).
+
+    A ShapeWorld scene holds exactly its caption's objects, so no edit is true of it: they are hard
+    negatives for contrastive training (NegCLIP-style). Edits that only re-word the caption ('a blue
+    circle and a red circle' for 'a red circle and a blue circle') and relations that may also hold
+    ('above' for 'to the left of') are left out. Every returned caption is canonical and parses."""
+    spec = parse_caption(caption)
+    own = _meaning(spec)
+    objs = list(spec.objects)
+    edits: dict[str, list[str]] = {k: [] for k in ("color", "shape", "count", "swap_colors", "drop", "add", "relation")}
+
+    def keep(kind: str, objects: list[ObjectSpec], relation: str | None = None) -> None:
+        if relation is not None and objects[0].kind == objects[1].kind:
+            return  # a relation needs two different kinds
+        text = format_caption(CaptionSpec("", tuple(objects), relation))
+        try:
+            edited = parse_caption(text)
+        except CaptionError:
+            return
+        edited = parse_caption(format_caption(edited))  # canonical ('a red circle and a red circle' -> 'two red circles')
+        if _meaning(edited) != own and edited.text not in edits[kind]:
+            edits[kind].append(edited.text)
+
+    for i, o in enumerate(objs):
+        for c in COLORS:
+            if c != o.color:
+                keep("color", objs[:i] + [ObjectSpec(c, o.shape, o.count)] + objs[i + 1:], spec.relation)
+        for s in SHAPES:
+            if s != o.shape:
+                keep("shape", objs[:i] + [ObjectSpec(o.color, s, o.count)] + objs[i + 1:], spec.relation)
+    if len(objs) == 1:
+        o = objs[0]
+        for n in sorted(set(CAPTION_NUMBERS.values()) | {1}):
+            if n != o.count:
+                keep("count", [ObjectSpec(o.color, o.shape, n)])
+        if o.count == 1:
+            for c in COLORS:
+                for s in SHAPES:
+                    if (c, s) != o.kind:
+                        keep("add", [o, ObjectSpec(c, s)])
+    else:
+        a, b = objs
+        if a.color != b.color:
+            keep("swap_colors", [ObjectSpec(b.color, a.shape), ObjectSpec(a.color, b.shape)], spec.relation)
+        keep("drop", [a])
+        keep("drop", [b])
+        if spec.relation is not None:
+            keep("relation", objs, OPPOSITE_RELATION[spec.relation])
+    return {k: v for k, v in edits.items() if v}

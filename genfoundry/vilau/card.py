@@ -40,6 +40,8 @@ def _command(config: dict) -> str:
     if config.get("align_steps"):
         args += ["--align-steps", str(config["align_steps"]), "--align-lr", f"{config['align_lr']:g}",
                  "--align-batch-size", str(config["align_batch_size"]), "--align-images", str(config["align_images"])]
+        if config.get("align_hard_negatives"):
+            args += ["--align-hard-negatives", str(config["align_hard_negatives"])]
     if config.get("ema_decay"):
         args += ["--ema-decay", f"{config['ema_decay']:g}"]
     return " ".join(shlex.quote(a) for a in args)

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from genfoundry import hub
-from genfoundry.shapes import ShapesDataset, collate, image_to_tensor
+from genfoundry.shapes import ShapesDataset, caption_edits, collate, image_to_tensor
 from genfoundry.training import (
     EMA, DistInfo, checkpoint_path, cleanup_distributed, latest_checkpoint, load_checkpoint, rank_max,
     save_checkpoint, seed_everything, setup_distributed,
@@ -81,6 +81,9 @@ class TrainConfig:
     align_lr: float = 1e-3
     align_batch_size: int = 256
     align_images: int = 20000
+    # Per image, this many hard-negative captions (one edit away: a colour, shape, count, relation...;
+    # genfoundry.shapes.caption_edits) join the batch's texts as negatives; 0 = in-batch negatives only.
+    align_hard_negatives: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.mix, dict):
@@ -96,6 +99,8 @@ class TrainConfig:
         for name in ("align_batch_size", "align_images"):
             if getattr(self, name) < 2:
                 raise ValueError(f"{name} must be >= 2 (a contrastive batch needs negatives), got {getattr(self, name)}")
+        if self.align_hard_negatives < 0:
+            raise ValueError(f"align_hard_negatives must be >= 0, got {self.align_hard_negatives}")
         if not 0.0 < self.contrastive_weight < float("inf"):
             raise ValueError(f"contrastive_weight must be > 0 (use contrastive=False to drop it), "
                              f"got {self.contrastive_weight}")
@@ -249,10 +254,12 @@ def train_tower(model: VilaU, cfg: TrainConfig, info: DistInfo, out: Path, logge
 
 
 @torch.no_grad()
-def alignment_features(model: VilaU, cfg: TrainConfig, info: DistInfo) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The alignment head's inputs for `cfg.align_images` images of this rank's stream 3: quantized
-    grids [N, C, g, g], each image's caption index [N], frozen text features of the distinct
-    captions [T, F]. The encoder, quantizer and text encoder are frozen, so these never change."""
+def alignment_features(model: VilaU, cfg: TrainConfig, info: DistInfo) -> dict:
+    """The alignment head's inputs for `cfg.align_images` images of this rank's stream 3: "grid" the
+    quantized grids [N, C, g, g], "caption" each image's caption index [N] into "text", the frozen text
+    features [T, F] of every distinct caption (and, with hard negatives, of their edits), and "edits":
+    per caption index, its edits' indices grouped by kind of edit. The encoder, quantizer and text
+    encoder are frozen, so these never change."""
     tower, n = model.tower.eval(), cfg.align_images
     data = ShapesDataset(n, seed=cfg.seed * 1000 + 300 + info.rank, size=model.config.tower.image_size)
     grids, captions = [], []
@@ -263,10 +270,22 @@ def alignment_features(model: VilaU, cfg: TrainConfig, info: DistInfo) -> tuple[
         grids.append(grid.float())
         captions += [s["caption"] for s in samples]
     distinct = sorted(set(captions))
-    index = {c: i for i, c in enumerate(distinct)}
-    ids = model.caption_ids(distinct)
-    text = torch.cat([tower.text_encoder(ids[i:i + chunk]).float() for i in range(0, len(distinct), chunk)])
-    return torch.cat(grids), torch.tensor([index[c] for c in captions], device=info.device), text
+    edits = {c: list(caption_edits(c).values()) for c in distinct} if cfg.align_hard_negatives else {}
+    table = distinct + sorted({e for groups in edits.values() for g in groups for e in g} - set(distinct))
+    index = {c: i for i, c in enumerate(table)}
+    ids = model.caption_ids(table)
+    text = torch.cat([tower.text_encoder(ids[i:i + chunk]).float() for i in range(0, len(table), chunk)])
+    return {"grid": torch.cat(grids), "caption": torch.tensor([index[c] for c in captions], device=info.device),
+            "text": text, "edits": {index[c]: [[index[e] for e in g] for g in groups] for c, groups in edits.items()}}
+
+
+def hard_negatives(edits: dict[int, list[list[int]]], captions: list[int], k: int, rng: random.Random) -> list[int]:
+    """k edit captions per caption index: a kind of edit drawn uniformly, then one edit of that kind."""
+    out = []
+    for c in captions:
+        groups = edits[c]
+        out += [rng.choice(rng.choice(groups)) for _ in range(k)]
+    return out
 
 
 def train_alignment(model: VilaU, cfg: TrainConfig, info: DistInfo, out: Path, logger: _Logger) -> int:
@@ -277,11 +296,11 @@ def train_alignment(model: VilaU, cfg: TrainConfig, info: DistInfo, out: Path, l
     head = tower.align
     head.requires_grad_(True)
     head.train()
-    features: dict[str, torch.Tensor] = {}  # computed on first use: a finished stage resumes without them
+    features: dict = {}  # computed on first use: a finished stage resumes without them
 
     def loader_fn(start, steps):
         if not features:
-            features["grid"], features["caption"], features["text"] = alignment_features(model, cfg, info)
+            features.update(alignment_features(model, cfg, info))
         for step in range(start, steps):
             g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + info.rank * 10_007 + step)
             yield torch.randint(0, features["grid"].shape[0], (cfg.align_batch_size,), generator=g)
@@ -289,7 +308,12 @@ def train_alignment(model: VilaU, cfg: TrainConfig, info: DistInfo, out: Path, l
     def step_fn(trained, picked, step):
         picked = picked.to(info.device)
         caption = features["caption"][picked]
-        loss = trained(features["grid"][picked], features["text"][caption], caption[:, None] == caption[None, :])
+        texts = caption
+        if cfg.align_hard_negatives:
+            rng = random.Random(f"vilau-align-negatives:{cfg.seed}:{info.rank}:{step}")
+            extra = hard_negatives(features["edits"], caption.tolist(), cfg.align_hard_negatives, rng)
+            texts = torch.cat([caption, torch.tensor(extra, device=info.device)])
+        loss = trained(features["grid"][picked], features["text"][texts], caption[:, None] == texts[None, :])
         return {"loss": loss}
 
     step = _run_stage(name="align", cfg=cfg, info=info, module=head, params=list(head.parameters()),
