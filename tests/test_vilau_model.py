@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 
 from genfoundry.shapes import render
 from genfoundry.vilau import DepthConfig, DepthTransformer, ResidualQuantizer, VilaU, VilaUConfig
-from genfoundry.vilau.generate import DecodeStream, Sampling, filter_logits, generate_codes, sample_codes
+from genfoundry.vilau.generate import (
+    DecodeStream, Sampling, alignment_scores, filter_logits, generate_codes, sample_codes,
+)
 
 
 @pytest.fixture(scope="module")
@@ -261,3 +263,19 @@ def test_siglip_vision_tower_shape() -> None:
     assert set(out.losses) == {"reconstruction", "commitment", "contrastive", "total"}
     with pytest.raises(ValueError, match="siglip"):
         TowerConfig(encoder="siglip")
+
+
+def test_best_of_candidates_keeps_the_alignment_heads_choice(model: VilaU) -> None:
+    prompts = ["a red circle", "two blue squares"]
+    best = generate_codes(model, prompts, seed=11, candidates=3)
+    assert torch.equal(generate_codes(model, prompts, seed=11, candidates=1), generate_codes(model, prompts, seed=11))
+    # the candidates are the rows of one batch of every prompt repeated, drawn with the same seed
+    drawn = [p for p in prompts for _ in range(3)]
+    every = generate_codes(model, drawn, seed=11)
+    scores = alignment_scores(model, every[:, 0], drawn).reshape(2, 3)
+    assert torch.equal(best, every[scores.argmax(1) + torch.tensor([0, 3])])
+    assert best.shape == (2, 1, *every.shape[2:])
+    with pytest.raises(ValueError, match="candidates must be a positive integer"):
+        generate_codes(model, prompts, candidates=0)
+    with pytest.raises(ValueError, match="images only"):
+        generate_codes(model, prompts, frames=2, candidates=2)

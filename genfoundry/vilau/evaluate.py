@@ -46,19 +46,22 @@ def evaluate_vqa(model: VilaU, n_images: int = 100, per_image: int = 3, batch_si
 
 @torch.no_grad()
 def evaluate_generation(model: VilaU, per_category: int = 10, cfg: float = 3.0, batch_size: int = 50,
-                        seed: int = HELD_OUT_SEED, **sampling) -> dict:
+                        seed: int = HELD_OUT_SEED, candidates: int = 1, **sampling) -> dict:
     """GenEval-style score of images drawn for prompts sampled per category; `sampling`: temperature,
-    top_k, top_p for generate_images (default: the official VILA-U settings)."""
+    top_k, top_p for generate_images (default: the official VILA-U settings); `candidates`: images drawn
+    per prompt, the alignment head's best kept (1 = the plain sample)."""
     rng = random.Random(f"gen:{seed}")
     size = model.config.tower.image_size
     prompts = [(c, sample_scene(rng, size, c).caption) for c in CATEGORIES for _ in range(per_category)]
     right: dict[str, list[int]] = defaultdict(list)
     for k, chunk in enumerate(_chunks(prompts, batch_size)):
-        images = generate_images(model, [p for _, p in chunk], cfg=cfg, seed=seed + k, **sampling)
+        images = generate_images(model, [p for _, p in chunk], cfg=cfg, seed=seed + k, candidates=candidates,
+                                 **sampling)
         for (category, caption), image in zip(chunk, images):
             right[category].append(int(evaluate(image, caption)["correct"]))
     every = [v for vs in right.values() for v in vs]
-    return {"score": sum(every) / len(every), "prompts": len(every), "cfg": cfg, **sampling,
+    extra = {"candidates": candidates} if candidates > 1 else {}  # results without the key: one sample
+    return {"score": sum(every) / len(every), "prompts": len(every), "cfg": cfg, **extra, **sampling,
             "per_category": {k: sum(v) / len(v) for k, v in right.items()}}
 
 
@@ -106,7 +109,7 @@ PARTS = ("vqa", "reconstruction", "retrieval", "generation")
 
 
 def evaluate_all(model: VilaU, quick: bool = False, cfgs: tuple[float, ...] = (1.0, 2.0, 3.0, 5.0),
-                 generation_prompts: int = 300, parts: tuple[str, ...] = PARTS) -> dict:
+                 generation_prompts: int = 300, parts: tuple[str, ...] = PARTS, candidates: int = 1) -> dict:
     """Every held-out measurement (or those named in `parts`). Generation draws `generation_prompts`
     prompts per CFG scale, the same number from each category (300: a standard error of about 0.03)."""
     unknown = sorted(set(parts) - set(PARTS))
@@ -121,7 +124,8 @@ def evaluate_all(model: VilaU, quick: bool = False, cfgs: tuple[float, ...] = (1
         "vqa": lambda: evaluate_vqa(model, n_images=n // 2 if quick else 150),
         "reconstruction": lambda: evaluate_reconstruction(model, n_images=n),
         "retrieval": lambda: evaluate_retrieval(model, n_images=n),
-        "generation": lambda: {str(c): evaluate_generation(model, per_category=per_category, cfg=c) for c in cfgs},
+        "generation": lambda: {str(c): evaluate_generation(model, per_category=per_category, cfg=c,
+                                                          candidates=candidates) for c in cfgs},
     }
     return {part: job() for part, job in jobs.items() if part in parts}
 
@@ -140,7 +144,8 @@ def results_markdown(results: dict, title: str = "VILA-U on held-out ShapeWorld"
         lines.append(f"| caption retrieval top-1 (1 of {r['candidates']}) | {r['top1']:.3f} |")
     for cfg, g in results.get("generation", {}).items():
         per = ", ".join(f"{k} {v:.2f}" for k, v in g["per_category"].items())
-        lines.append(f"| generation score cfg {cfg} ({g['prompts']} prompts) | {g['score']:.3f} ({per}) |")
+        best = f", best of {g['candidates']}" if g.get("candidates", 1) > 1 else ""
+        lines.append(f"| generation score cfg {cfg} ({g['prompts']} prompts{best}) | {g['score']:.3f} ({per}) |")
     return "\n".join(lines) + "\n"
 
 

@@ -163,19 +163,48 @@ def sample_codes(model: VilaU, hidden: torch.Tensor, cfg: float | None, sampling
 def generate_codes(model: VilaU, prompt: str | list[str], frames: int | None = None, cfg: float = 3.0,
                    seed: int | None = None, top_k: int | None = 900, top_p: float | None = 0.96,
                    temperature: float = 1.0, use_cache: bool = True, progress: bool = False,
-                   backend: str | None = None) -> torch.Tensor:
+                   backend: str | None = None, candidates: int = 1) -> torch.Tensor:
     """Caption(s) -> codes [B, frames or 1, h, w, D] (one image each when `frames` is None).
-    `backend`: the LLM decoding path (see DecodeStream; None = the lean decoder where it applies)."""
+    `backend`: the LLM decoding path (see DecodeStream; None = the lean decoder where it applies).
+    `candidates` > 1 (images only): draw that many images per caption, decoded together as one batch,
+    and keep the one the vision tower's text-alignment head matches best with its caption
+    (`alignment_scores`); 1 keeps the first draw, exactly what the same seed gave before."""
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
     if not prompts or any(not isinstance(p, str) or not p.strip() for p in prompts):
         raise ValueError("prompt is empty; give a caption such as 'a red circle' (use cfg=0 for unconditional)")
+    if not isinstance(candidates, int) or isinstance(candidates, bool) or candidates < 1:
+        raise ValueError(f"candidates must be a positive integer (images drawn per caption), got {candidates!r}")
+    if candidates > 1 and frames is not None:
+        raise ValueError("candidates > 1 applies to images only: the alignment head scores single images, not clips")
     cfg = check_cfg(cfg)
     sampling = Sampling(temperature, top_k, top_p)
     if frames is not None and (not isinstance(frames, int) or isinstance(frames, bool) or frames < 1):
         raise ValueError(f"frames must be a positive integer, got {frames!r}")
     model.eval()
-    device = model.device
-    generator = make_generator(seed, device)
+    drawn = [p for p in prompts for _ in range(candidates)]
+    codes = _decode_codes(model, drawn, frames, cfg, make_generator(seed, model.device), sampling, use_cache,
+                          progress, backend)
+    if candidates == 1:
+        return codes
+    scores = alignment_scores(model, codes[:, 0], drawn).reshape(len(prompts), candidates)
+    best = scores.argmax(1).cpu() + torch.arange(len(prompts)) * candidates
+    return codes[best]
+
+
+@torch.no_grad()
+def alignment_scores(model: VilaU, codes: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+    """How well each image's codes [B, h, w, D] match its caption, [B]: the cosine similarity of the
+    tower's text-alignment embeddings (the zero-shot retrieval score). The codes are decoded to pixels
+    and encoded again first, so the head scores the image as drawn, on the kind of features it was
+    trained on (sampled codes off the encoder's manifold mislead it more)."""
+    tower = model.tower.eval()
+    image = tower.image_embedding(tower.detokenize(codes.to(model.device)))
+    text = tower.text_embedding(model.caption_ids(prompts))
+    return (image * text).sum(-1).float()
+
+
+def _decode_codes(model: VilaU, prompts: list[str], frames: int | None, cfg: float, generator: torch.Generator,
+                  sampling: Sampling, use_cache: bool, progress: bool, backend: str | None) -> torch.Tensor:
     tok = model.tokenizer
     lead = [model.vi_start_id] if frames else []
     rows = [[tok.bos_token_id, *model.text_ids(p), *lead, model.im_start_id] for p in prompts]
