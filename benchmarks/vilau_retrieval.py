@@ -48,9 +48,16 @@ def main() -> None:
 
     counts = (f"Validation: {rows[0]['validation']['images']} images, seed {VALIDATION_SEED}; held out: "
               f"{rows[0]['held_out']['images']} images, the seed of `genfoundry eval vilau`.")
-    md = ["# VILA-U caption retrieval (1 true caption among 10)", "", counts, "",
-          "| model | folder | validation top-1 | held-out top-1 |", "| --- | --- | ---: | ---: |"]
-    md += [f"| {r['label']} | `{r['model']}` | {r['validation']['top1']:.3f} | {r['held_out']['top1']:.3f} |"
+    kinds = list(rows[0]["validation"]["edits_top1_per_kind"])
+    md = ["# VILA-U caption retrieval (1 true caption among 10; and among its one-edit variants)", "", counts, "",
+          ("The edit columns: the true caption against all its one-edit variants (`genfoundry.shapes.caption_edits`), "
+           "and per kind of edit against that kind's variants (validation)."), "",
+          "| model | folder | validation top-1 | held-out top-1 | validation, edits | held-out, edits | "
+          + " | ".join(kinds) + " |",
+          "| --- | --- | ---: | ---: | ---: | ---: | " + " | ".join("---:" for _ in kinds) + " |"]
+    md += [f"| {r['label']} | `{r['model']}` | {r['validation']['top1']:.3f} | {r['held_out']['top1']:.3f} | "
+           f"{r['validation']['edits_top1']:.3f} | {r['held_out']['edits_top1']:.3f} | "
+           + " | ".join(f"{r['validation']['edits_top1_per_kind'].get(k, float('nan')):.2f}" for k in kinds) + " |"
            for r in rows]
     name = args.name + ("_quick" if args.quick else "")
     hub.write_json_atomic(args.results / f"{name}.json", {"rows": rows})

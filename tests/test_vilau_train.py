@@ -154,6 +154,10 @@ def test_eval_writes_results_and_a_model_card(trained, app, tmp_path) -> None:
     assert result.exit_code == 0, result.output
     results = json.loads(out.read_text())
     assert set(results["generation"]) == {"1.0", "3.0"}
+    retrieval = results["retrieval"]
+    assert 0.0 <= retrieval["edits_top1"] <= 1.0 and retrieval["edits_per_caption"] > 3
+    assert {"color", "shape"} <= set(retrieval["edits_top1_per_kind"])
+    assert "against its one-edit variants" in out.with_suffix(".md").read_text()
     counts = results["vqa"]["per_type_questions"]
     assert set(counts) == set(results["vqa"]["per_type"]) and sum(counts.values()) == results["vqa"]["questions"]
     assert all(f"| VQA {k} ({n}) |" in out.with_suffix(".md").read_text() for k, n in counts.items())
@@ -161,6 +165,7 @@ def test_eval_writes_results_and_a_model_card(trained, app, tmp_path) -> None:
     vqa = float(re.search(r"\| VQA accuracy \| \*\*([0-9.]+)\*\* \|", card).group(1))
     assert vqa == pytest.approx(results["vqa"]["accuracy"], abs=1e-3)
     assert f"--out {trained}" in card and "--tower-steps 2" in card and "| tower | 2 |" in card
+    assert "| caption retrieval top-1 against its one-edit variants" in card
     bad = CliRunner().invoke(app, ["eval", "vilau", "--model", str(model), "--quick", "--out", str(out),
                                    "--card", str(tmp_path)])
     assert bad.exit_code != 0 and "not a training run folder" in " ".join(bad.output.replace("│", " ").split())

@@ -79,7 +79,9 @@ def model_card(results: dict, run_dir: Path, name: str = "vila-u-shapes") -> str
         f"| generation score | **{gen['score']:.3f}** |",
         *[f"| generation {k} | {v:.3f} |" for k, v in gen["per_category"].items()],
         f"| reconstruction PSNR (dB) | {rec['psnr_db']:.2f} |",
-        f"| caption retrieval top-1 (1 of {ret['candidates']}) | {ret['top1']:.3f} |", "",
+        f"| caption retrieval top-1 (1 of {ret['candidates']}) | {ret['top1']:.3f} |",
+        *([f"| caption retrieval top-1 against its one-edit variants (1 of {1 + ret['edits_per_caption']:.1f}) | "
+           f"{ret['edits_top1']:.3f} |"] if "edits_top1" in ret else []), "",
         f"VQA: {vqa['questions']} questions, greedy answers. Generation: {gen['prompts']} prompts at cfg {main_cfg} "
         "(top-k 900, top-p 0.96, temperature 1), scored by `genfoundry.shapes.evaluate`. PSNR: "
         f"{rec['images']} renders through codes and back. Retrieval: {ret['images']} images, 1 true caption "

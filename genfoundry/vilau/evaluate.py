@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from genfoundry import hub
-from genfoundry.shapes import CATEGORIES, ShapesDataset, evaluate, sample_scene
+from genfoundry.shapes import CATEGORIES, ShapesDataset, caption_edits, evaluate, sample_scene
 from genfoundry.vilau.data import question_type
 from genfoundry.vilau.generate import answer_batch, generate_images
 from genfoundry.vilau.model import VilaU
@@ -84,7 +84,10 @@ def evaluate_reconstruction(model: VilaU, n_images: int = 256, batch_size: int =
 
 @torch.no_grad()
 def evaluate_retrieval(model: VilaU, n_images: int = 200, candidates: int = 10, seed: int = HELD_OUT_SEED) -> dict:
-    """Zero-shot: for each image, which of `candidates` captions (1 true + distinct distractors) matches best."""
+    """Zero-shot: for each image, which of `candidates` captions (1 true + distinct distractors) matches best
+    ("top1"); and, harder, which of the true caption and all its one-edit variants
+    (`genfoundry.shapes.caption_edits`: another colour, shape, count, object or the opposite relation)
+    matches best ("edits_top1", with the mean number of edits per caption)."""
     data = ShapesDataset(n_images, seed=seed, size=model.config.tower.image_size)
     samples = [data[i] for i in range(n_images)]
     pool = sorted({s["caption"] for s in samples})
@@ -94,7 +97,8 @@ def evaluate_retrieval(model: VilaU, n_images: int = 200, candidates: int = 10, 
     def text_emb(captions: list[str]) -> torch.Tensor:
         return tower.text_embedding(model.caption_ids(captions))
 
-    correct = 0
+    correct = correct_edits = edits_seen = 0
+    per_kind: dict[str, list[int]] = defaultdict(list)
     for chunk in _chunks(samples, 64):
         images = torch.stack([s["image"] for s in chunk]).to(model.device)
         img = tower.image_embedding(images)
@@ -102,7 +106,18 @@ def evaluate_retrieval(model: VilaU, n_images: int = 200, candidates: int = 10, 
             distractors = rng.sample([c for c in pool if c != s["caption"]], min(candidates - 1, len(pool) - 1))
             scores = text_emb([s["caption"], *distractors]) @ img[i]
             correct += int(scores.argmax() == 0)
-    return {"top1": correct / n_images, "images": n_images, "candidates": candidates}
+            groups = caption_edits(s["caption"])
+            edits = [e for group in groups.values() for e in group]
+            scores = text_emb([s["caption"], *edits]) @ img[i]
+            correct_edits += int(scores.argmax() == 0)
+            edits_seen += len(edits)
+            start = 1
+            for kind, group in groups.items():  # the true caption against one kind of edit at a time
+                per_kind[kind].append(int(bool(scores[0] > scores[start:start + len(group)].max())))
+                start += len(group)
+    return {"top1": correct / n_images, "images": n_images, "candidates": candidates,
+            "edits_top1": correct_edits / n_images, "edits_per_caption": edits_seen / n_images,
+            "edits_top1_per_kind": {k: sum(v) / len(v) for k, v in sorted(per_kind.items())}}
 
 
 PARTS = ("vqa", "reconstruction", "retrieval", "generation")
@@ -142,6 +157,10 @@ def results_markdown(results: dict, title: str = "VILA-U on held-out ShapeWorld"
     if "retrieval" in results:
         r = results["retrieval"]
         lines.append(f"| caption retrieval top-1 (1 of {r['candidates']}) | {r['top1']:.3f} |")
+        if "edits_top1" in r:  # absent from results written before it was measured
+            kinds = ", ".join(f"{k} {v:.2f}" for k, v in r["edits_top1_per_kind"].items())
+            lines.append(f"| caption retrieval top-1 against its one-edit variants (1 of "
+                         f"{1 + r['edits_per_caption']:.1f} on average) | {r['edits_top1']:.3f} (per edit: {kinds}) |")
     for cfg, g in results.get("generation", {}).items():
         per = ", ".join(f"{k} {v:.2f}" for k, v in g["per_category"].items())
         best = f", best of {g['candidates']}" if g.get("candidates", 1) > 1 else ""
