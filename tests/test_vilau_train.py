@@ -331,6 +331,36 @@ def test_alignment_stage_with_hard_negative_captions(trained, app, tmp_path) -> 
         TrainConfig(out="x", align_hard_negatives=-1)
 
 
+def test_alignment_stage_can_switch_to_an_attention_image_head(trained, app, tmp_path) -> None:
+    """--align-image-head attention: a fresh image side (cells attend to each other) trained alone; the
+    folder's config records it, so it loads back, and nothing outside tower.align changes."""
+    out = tmp_path / "attention"
+    args = ["train", "vilau", "--out", str(out), "--init-from", str(trained / "model"), "--llm-steps", "0",
+            "--align-steps", "20", "--align-images", "64", "--align-batch-size", "16", "--align-lr", "3e-3",
+            "--align-image-head", "attention", "--warmup-steps", "1", "--log-every", "5", "--device", "cpu"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    align = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if '"align"' in line]
+    assert align[-1]["loss"] < align[0]["loss"], align
+    tuned = VilaU.from_pretrained(out / "model")
+    assert tuned.config.tower.align_image_head == "attention"
+    before, after = VilaU.from_pretrained(trained / "model").state_dict(), tuned.state_dict()
+    outside = {k for k in set(before) | set(after) if not k.startswith("tower.align.")}
+    assert all(torch.equal(before[k], after[k]) for k in outside)
+    assert any(k.startswith("tower.align.image_proj.blocks.") for k in after)
+    image = render("a green square above a red circle", size=32, seed=4)
+    assert tuned.tower.image_embedding(tuned.load_image(image)[None].to(tuned.device)).shape == (1, tuned.config.tower.align_dim)
+    from genfoundry.vilau.card import _command
+
+    assert "--align-image-head attention" in _command(json.loads((out / "train_config.json").read_text()))
+    with pytest.raises(ValueError, match="align_image_head"):
+        TrainConfig(out="x", align_image_head="conv")
+    from genfoundry.vilau.tower import TowerConfig
+
+    with pytest.raises(ValueError, match="align_image_head must be one of mlp, attention"):
+        TowerConfig(align_image_head="conv")
+
+
 def test_saved_tokenizer_does_not_keep_the_last_calls_truncation(tmp_path) -> None:
     torch.manual_seed(0)
     model = VilaU(VilaUConfig.tiny()).eval()

@@ -186,6 +186,8 @@ def train_vilau_command(
     align_images: int = typer.Option(20000, min=2, help="Stage-1b images whose frozen features are re-sampled."),
     align_hard_negatives: int = typer.Option(
         0, min=0, help="Stage-1b hard-negative captions per image (one edit away: colour, shape, count, relation)."),
+    align_image_head: Optional[str] = typer.Option(
+        None, help="Give the alignment head a fresh image side: mlp or attention (cells attend to each other)."),
     ema_decay: float = typer.Option(0.0, help="EMA of the weights (0 = off); the exported model uses it."),
     save_every: int = typer.Option(500, min=1),
     log_every: int = typer.Option(20, min=1),
@@ -212,7 +214,7 @@ def train_vilau_command(
             log_every=log_every, num_workers=num_workers, tower_from=str(tower_from) if tower_from else None,
             init_from=init_from, add_grid_position=add_grid_position, align_steps=align_steps, align_lr=align_lr,
             align_batch_size=align_batch_size, align_images=align_images,
-            align_hard_negatives=align_hard_negatives,
+            align_hard_negatives=align_hard_negatives, align_image_head=align_image_head,
             max_seconds_tower=max_minutes_tower * 60 if max_minutes_tower else None,
             max_seconds_llm=max_minutes_llm * 60 if max_minutes_llm else None,
             mix=MixConfig(video_fraction=video_fraction, relation_fraction=relation_fraction),

@@ -18,6 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 
 
+ALIGN_IMAGE_HEADS = ("mlp", "attention")
+
+
 @dataclass
 class TowerConfig:
     image_size: int = 64
@@ -33,6 +36,9 @@ class TowerConfig:
     reconstruction_weight: float = 1.0
     contrastive_weight: float = 1.0  # 0 gives the paper's ablation (no text alignment)
     align_dim: int = 128
+    # image side of the alignment head: "mlp" (per-cell 1x1 conv, then an MLP over the flattened grid) or
+    # "attention" (a small transformer over the grid cells, read out at a class token)
+    align_image_head: str = "mlp"
     text: dict[str, Any] = field(default_factory=lambda: {
         "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4,
         "max_position_embeddings": 24,
@@ -44,6 +50,9 @@ class TowerConfig:
             raise ValueError(f"tower encoder must be 'conv' or 'siglip', got {self.encoder!r}")
         if self.encoder == "siglip" and not self.siglip:
             raise ValueError("tower encoder 'siglip' needs a `siglip` dict of SiglipVisionConfig kwargs")
+        if self.align_image_head not in ALIGN_IMAGE_HEADS:
+            raise ValueError(f"align_image_head must be one of {', '.join(ALIGN_IMAGE_HEADS)}, "
+                             f"got {self.align_image_head!r}")
         if self.depth < 1 or self.codebook_size < 2:
             raise ValueError(f"need depth >= 1 and codebook_size >= 2, got {self.depth}, {self.codebook_size}")
         if self.image_size % self.downsample:
@@ -309,16 +318,43 @@ class FrozenTextEncoder(nn.Module):
         return torch.cat([out.pooler_output, mean], dim=-1)
 
 
+class CellAttentionPool(nn.Module):
+    """Feature grid [B, C, g, g] -> [B, out_dim] by a small pre-norm transformer over the g*g cells (a
+    learned embedding per cell, a class token read out), like SigLIP's attention-pooling head. Cells
+    that attend to each other can compare where two objects are; the flattened-grid MLP tells colours,
+    shapes and counts apart but hardly "left of" from "right of"."""
+
+    def __init__(self, code_dim: int, grid: int, out_dim: int, dim: int = 64, layers: int = 2, heads: int = 4) -> None:
+        super().__init__()
+        self.inp = nn.Linear(code_dim, dim)
+        self.cell = nn.Parameter(torch.randn(grid * grid, dim) * 0.02)
+        self.cls = nn.Parameter(torch.zeros(1, 1, dim))
+        layer = nn.TransformerEncoderLayer(dim, heads, 2 * dim, dropout=0.0, batch_first=True, norm_first=True)
+        self.blocks = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.out = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, out_dim))
+
+    def forward(self, grid_features: torch.Tensor) -> torch.Tensor:
+        x = self.inp(grid_features.flatten(2).transpose(1, 2)) + self.cell
+        x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1)
+        return self.out(self.blocks(x)[:, 0])
+
+
+def image_head(config: TowerConfig) -> nn.Module:
+    g = config.grid
+    if config.align_image_head == "attention":
+        return CellAttentionPool(config.code_dim, g, config.align_dim)
+    return nn.Sequential(
+        nn.Conv2d(config.code_dim, 16, 1), nn.SiLU(), nn.Flatten(), nn.Linear(16 * g * g, 256), nn.SiLU(),
+        nn.Linear(256, config.align_dim),
+    )
+
+
 class AlignmentHead(nn.Module):
     """Quantized feature grid -> unit image embedding; frozen text features -> unit text embedding."""
 
     def __init__(self, config: TowerConfig, text_dim: int) -> None:
         super().__init__()
-        g = config.grid
-        self.image_proj = nn.Sequential(
-            nn.Conv2d(config.code_dim, 16, 1), nn.SiLU(), nn.Flatten(), nn.Linear(16 * g * g, 256), nn.SiLU(),
-            nn.Linear(256, config.align_dim),
-        )
+        self.image_proj = image_head(config)
         self.text_proj = nn.Sequential(nn.Linear(text_dim, 256), nn.SiLU(), nn.Linear(256, config.align_dim))
         self.logit_scale = nn.Parameter(torch.tensor(math.log(10.0)))
         self.logit_bias = nn.Parameter(torch.tensor(-10.0))
@@ -394,6 +430,14 @@ class VisionTower(nn.Module):
         if codes.ndim != 4 or codes.shape[1:] != (g, g, d):
             raise ValueError(f"codes must have shape [B, {g}, {g}, {d}], got {tuple(codes.shape)}")
         return self.decoder(self.codes_to_features(codes)).clamp(-1, 1)
+
+    def set_align_image_head(self, kind: str) -> None:
+        """Give the alignment head a fresh image side of another kind (ALIGN_IMAGE_HEADS); the text side,
+        encoder, codebooks and decoder are kept. Stage 1b (`align_image_head`) then trains it."""
+        self.config.align_image_head = kind
+        self.config.__post_init__()
+        device = next(self.align.parameters()).device
+        self.align.image_proj = image_head(self.config).to(device)
 
     def image_embedding(self, images: torch.Tensor) -> torch.Tensor:
         grid, _ = self.encode(images)

@@ -39,6 +39,7 @@ from genfoundry.training import (
 )
 from genfoundry.vilau.data import MixConfig, batch_plan, clip_at, generation_segments, understanding_segments
 from genfoundry.vilau.model import Segment, VilaU, VilaUConfig
+from genfoundry.vilau.tower import ALIGN_IMAGE_HEADS
 
 PRESETS = {"shapes": VilaUConfig, "tiny": VilaUConfig.tiny}
 
@@ -84,6 +85,9 @@ class TrainConfig:
     # Per image, this many hard-negative captions (one edit away: a colour, shape, count, relation...;
     # genfoundry.shapes.caption_edits) join the batch's texts as negatives; 0 = in-batch negatives only.
     align_hard_negatives: int = 0
+    # Before training: give the alignment head a fresh image side of this kind ("mlp" or "attention",
+    # genfoundry.vilau.tower.ALIGN_IMAGE_HEADS) where the model's differs; None keeps the model's.
+    align_image_head: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.mix, dict):
@@ -99,6 +103,9 @@ class TrainConfig:
         for name in ("align_batch_size", "align_images"):
             if getattr(self, name) < 2:
                 raise ValueError(f"{name} must be >= 2 (a contrastive batch needs negatives), got {getattr(self, name)}")
+        if self.align_image_head is not None and self.align_image_head not in ALIGN_IMAGE_HEADS:
+            raise ValueError(f"align_image_head must be one of {', '.join(ALIGN_IMAGE_HEADS)} (or None), "
+                             f"got {self.align_image_head!r}")
         if self.align_hard_negatives < 0:
             raise ValueError(f"align_hard_negatives must be >= 0, got {self.align_hard_negatives}")
         if not 0.0 < self.contrastive_weight < float("inf"):
@@ -406,6 +413,8 @@ def train(cfg: TrainConfig) -> Path:
                 model.add_grid_position()
         else:
             model = VilaU(PRESETS[cfg.preset]()).to(info.device)
+        if cfg.align_image_head and cfg.align_image_head != model.config.tower.align_image_head:
+            model.tower.set_align_image_head(cfg.align_image_head)
         logger = _Logger(out, info.is_main)
         tower_file = Path(cfg.tower_from) if cfg.tower_from else out / "tower.safetensors"
         if cfg.init_from:
