@@ -321,8 +321,9 @@ class FrozenTextEncoder(nn.Module):
 class CellAttentionPool(nn.Module):
     """Feature grid [B, C, g, g] -> [B, out_dim] by a small pre-norm transformer over the g*g cells (a
     learned embedding per cell, a class token read out), like SigLIP's attention-pooling head. Cells
-    that attend to each other can compare where two objects are; the flattened-grid MLP tells colours,
-    shapes and counts apart but hardly "left of" from "right of"."""
+    that attend to each other can compare where two objects are, which the flattened-grid MLP hardly
+    does ("left of" vs "right of"); trained alone on ShapeWorld it did not learn relations either
+    (README, VILA-U)."""
 
     def __init__(self, code_dim: int, grid: int, out_dim: int, dim: int = 64, layers: int = 2, heads: int = 4) -> None:
         super().__init__()
@@ -434,8 +435,9 @@ class VisionTower(nn.Module):
     def set_align_image_head(self, kind: str) -> None:
         """Give the alignment head a fresh image side of another kind (ALIGN_IMAGE_HEADS); the text side,
         encoder, codebooks and decoder are kept. Stage 1b (`align_image_head`) then trains it."""
+        if kind not in ALIGN_IMAGE_HEADS:
+            raise ValueError(f"align_image_head must be one of {', '.join(ALIGN_IMAGE_HEADS)}, got {kind!r}")
         self.config.align_image_head = kind
-        self.config.__post_init__()
         device = next(self.align.parameters()).device
         self.align.image_proj = image_head(self.config).to(device)
 
