@@ -269,17 +269,22 @@ def test_relation_fraction_picks_relation_questions() -> None:
         MixConfig(relation_fraction=1.5)
 
 
+def _train_head_alone(app, trained, out, steps: int, *options: str) -> tuple[list[str], list[dict]]:
+    """Stage 1b alone on the trained tiny folder via the CLI -> (its arguments, the logged align rows)."""
+    args = ["train", "vilau", "--out", str(out), "--init-from", str(trained / "model"), "--llm-steps", "0",
+            "--align-steps", str(steps), "--align-images", "64", "--align-batch-size", "16", "--align-lr", "3e-3",
+            *options, "--warmup-steps", "1", "--log-every", "5", "--device", "cpu"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    return args, [r for r in log if r["stage"] == "align"]
+
+
 def test_alignment_stage_trains_the_head_alone(trained, app, tmp_path) -> None:
     """--align-steps on a finished folder: the head's loss falls, every other weight and every code stays."""
     source = VilaU.from_pretrained(trained / "model")
     out = tmp_path / "aligned"
-    args = ["train", "vilau", "--out", str(out), "--init-from", str(trained / "model"), "--llm-steps", "0",
-            "--align-steps", "40", "--align-images", "64", "--align-batch-size", "16", "--align-lr", "3e-3",
-            "--warmup-steps", "1", "--log-every", "5", "--device", "cpu"]
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, result.output
-    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-    align = [r for r in log if r["stage"] == "align"]
+    args, align = _train_head_alone(app, trained, out, 40)
     assert [r["step"] for r in align] == list(range(5, 45, 5))
     assert align[-1]["loss"] < 0.7 * align[0]["loss"], align
     tuned = VilaU.from_pretrained(out / "model")
@@ -305,17 +310,10 @@ def test_alignment_stage_trains_the_head_alone(trained, app, tmp_path) -> None:
 
 def test_alignment_stage_with_hard_negative_captions(trained, app, tmp_path) -> None:
     """--align-hard-negatives: each image's caption edits join the batch's texts as negatives only."""
-    import random
-
     from genfoundry.vilau.train import hard_negatives
 
     out = tmp_path / "hard"
-    args = ["train", "vilau", "--out", str(out), "--init-from", str(trained / "model"), "--llm-steps", "0",
-            "--align-steps", "30", "--align-images", "64", "--align-batch-size", "16", "--align-lr", "3e-3",
-            "--align-hard-negatives", "3", "--warmup-steps", "1", "--log-every", "5", "--device", "cpu"]
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, result.output
-    align = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if '"align"' in line]
+    _, align = _train_head_alone(app, trained, out, 30, "--align-hard-negatives", "3")
     assert len(align) == 6 and align[-1]["loss"] < align[0]["loss"], align
     before = VilaU.from_pretrained(trained / "model").state_dict()
     after = VilaU.from_pretrained(out / "model").state_dict()
@@ -335,12 +333,7 @@ def test_alignment_stage_can_switch_to_an_attention_image_head(trained, app, tmp
     """--align-image-head attention: a fresh image side (cells attend to each other) trained alone; the
     folder's config records it, so it loads back, and nothing outside tower.align changes."""
     out = tmp_path / "attention"
-    args = ["train", "vilau", "--out", str(out), "--init-from", str(trained / "model"), "--llm-steps", "0",
-            "--align-steps", "20", "--align-images", "64", "--align-batch-size", "16", "--align-lr", "3e-3",
-            "--align-image-head", "attention", "--warmup-steps", "1", "--log-every", "5", "--device", "cpu"]
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, result.output
-    align = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if '"align"' in line]
+    _, align = _train_head_alone(app, trained, out, 20, "--align-image-head", "attention")
     assert align[-1]["loss"] < align[0]["loss"], align
     tuned = VilaU.from_pretrained(out / "model")
     assert tuned.config.tower.align_image_head == "attention"

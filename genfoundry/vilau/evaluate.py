@@ -94,8 +94,13 @@ def evaluate_retrieval(model: VilaU, n_images: int = 200, candidates: int = 10, 
     rng = random.Random(f"retrieval:{seed}")
     tower = model.tower.eval()
 
+    embedded: dict[str, torch.Tensor] = {}  # every image asks for ~20 captions out of a few hundred
+
     def text_emb(captions: list[str]) -> torch.Tensor:
-        return tower.text_embedding(model.caption_ids(captions))
+        new = [c for c in dict.fromkeys(captions) if c not in embedded]
+        if new:
+            embedded.update(zip(new, tower.text_embedding(model.caption_ids(new))))
+        return torch.stack([embedded[c] for c in captions])
 
     correct = correct_edits = edits_seen = 0
     per_kind: dict[str, list[int]] = defaultdict(list)
