@@ -150,3 +150,26 @@ def test_loads_variant_weight_files(pair, tmp_path):
     (tmp_path / "diffusion_pytorch_model.bf16.safetensors").unlink()
     with pytest.raises(hub.CheckpointError, match="found: none"):
         SanaTransformer.from_pretrained(tmp_path)
+
+
+def test_text_context_computed_once_matches_every_step(pair):
+    """encode_text once, then forward(..., text_context=...) per step = forward(text, mask) per step,
+    against diffusers too; rows() slices it; misuse is a clear error."""
+    ref, ours = pair
+    latents, _, text, mask = inputs(8, 8, masked=True)
+    with torch.no_grad():
+        context = ours.encode_text(text, mask)
+        assert context.batch == 2 and len(context.kv) == ours.config.num_layers
+        for t in (torch.tensor([999.0, 999.0]), torch.tensor([500.0, 20.0])):
+            expected = ref(latents, encoder_hidden_states=text, timestep=t, encoder_attention_mask=mask).sample
+            torch.testing.assert_close(ours(latents, t, text_context=context), ours(latents, t, text, mask),
+                                       rtol=0, atol=0)
+            assert (ours(latents, t, text_context=context) - expected).abs().max().item() <= 1e-4
+        first = ours(latents[:1], t[:1], text_context=context.rows(1))
+        torch.testing.assert_close(first, ours(latents[:1], t[:1], text[:1], mask[:1]), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="either text"):
+        ours(latents, t, text, mask, text_context=context)
+    with pytest.raises(ValueError, match="holds 2 rows but latents have 1"):
+        ours(latents[:1], t[:1], text_context=context)
+    with pytest.raises(ValueError, match="give the text embeddings"):
+        ours(latents, t)

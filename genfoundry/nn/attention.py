@@ -131,14 +131,26 @@ class CrossAttention(nn.Module):
         self.norm_k = _qk_norm(qk_norm, inner, 1e-5)
         self.to_out = nn.ModuleList([nn.Linear(inner, dim, bias=out_bias)])
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-        batch = x.shape[0]
-        q, k, v = self.to_q(x), self.to_k(context), self.to_v(context)
-        if self.norm_q is not None:
-            q, k = self.norm_q(q), self.norm_k(k)
-        q = q.view(batch, -1, self.heads, self.head_dim).transpose(1, 2)
+    def project_context(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values [B, heads, L, head_dim] of a context [B, L, Cc]. They depend on the context
+        alone, so a caller attending to one context many times (a sampler's steps) computes them once."""
+        batch = context.shape[0]
+        k, v = self.to_k(context), self.to_v(context)
+        if self.norm_k is not None:
+            k = self.norm_k(k)
         k = k.view(batch, -1, self.heads, self.head_dim).transpose(1, 2)
         v = v.view(batch, -1, self.heads, self.head_dim).transpose(1, 2)
+        return k, v
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None, bias: torch.Tensor | None = None, *,
+                kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """`kv`: the context's keys and values from `project_context` (then `context` is not read)."""
+        batch = x.shape[0]
+        q = self.to_q(x)
+        if self.norm_q is not None:
+            q = self.norm_q(q)
+        k, v = kv if kv is not None else self.project_context(context)
+        q = q.view(batch, -1, self.heads, self.head_dim).transpose(1, 2)
         out = softmax_attention(q, k, v, bias)
         out = out.transpose(1, 2).reshape(batch, -1, self.heads * self.head_dim)
         return self.to_out[0](out)

@@ -191,6 +191,7 @@ class SanaPipeline:
             text, mask = torch.cat([text, region_text.to(text)]), torch.cat([mask, region_mask.to(mask)])
             rows_of_image = [(b, owner == b) for b in owner.unique().tolist()]
         batch = len(prompts)
+        text_context = self.transformer.encode_text(text, mask)  # once: no step changes the text
 
         def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             # layout guidance on the high-noise steps only (timesteps are sigma * 1000)
@@ -198,7 +199,7 @@ class SanaPipeline:
             x_in, t_in, rows = (torch.cat([x, x]), torch.cat([t, t]), 2 * batch) if guided else (x, t, batch)
             if laid_out:
                 x_in, t_in, rows = torch.cat([x_in, x[owner]]), torch.cat([t_in, t[owner]]), len(text)
-            v = self.transformer(x_in.to(dtype), t_in * time_scale, text[:rows], mask[:rows]).float()
+            v = self.transformer(x_in.to(dtype), t_in * time_scale, text_context=text_context.rows(rows)).float()
             if v.shape[1] == 2 * in_channels:  # learned-sigma models: keep the velocity half
                 v = v[:, :in_channels]
             if not guided:

@@ -188,10 +188,11 @@ class SanaBlock(nn.Module):
         self,
         x: torch.Tensor,
         t6: torch.Tensor,
-        context: torch.Tensor,
+        context: torch.Tensor | None,
         context_bias: torch.Tensor | None,
         height: int,
         width: int,
+        context_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         batch, _, dim = x.shape
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (
@@ -199,10 +200,29 @@ class SanaBlock(nn.Module):
         ).chunk(6, dim=1)
         h = modulate(F.layer_norm(x, (dim,), eps=self.eps), shift_msa, scale_msa).to(x.dtype)
         x = torch.addcmul(x, gate_msa, self.attn1(h))
-        x = x + self.attn2(x, context, context_bias)
+        x = x + self.attn2(x, context, context_bias, kv=context_kv)
         h = self.norm2(x) if self.norm2 is not None else F.layer_norm(x, (dim,), eps=self.eps)
         h = modulate(h, shift_mlp, scale_mlp)
         return torch.addcmul(x, gate_mlp, self.ff.forward_tokens(h, height, width))
+
+
+@dataclass
+class TextContext:
+    """The text side of a SANA forward pass (see `SanaTransformer.encode_text`): per block the
+    cross-attention keys and values [B, heads, L, head_dim], and the key bias [B, 1, 1, L] or None."""
+
+    kv: list[tuple[torch.Tensor, torch.Tensor]]
+    bias: torch.Tensor | None
+
+    @property
+    def batch(self) -> int:
+        return self.kv[0][0].shape[0] if self.kv else 0
+
+    def rows(self, n: int) -> TextContext:
+        """The first n rows (the layout-guided steps of a pipeline use more rows than the others)."""
+        if n == self.batch:
+            return self
+        return TextContext([(k[:n], v[:n]) for k, v in self.kv], None if self.bias is None else self.bias[:n])
 
 
 class SanaTransformer(nn.Module):
@@ -231,48 +251,75 @@ class SanaTransformer(nn.Module):
     def device(self) -> torch.device:
         return self.proj_out.weight.device
 
+    def encode_text(self, text: torch.Tensor, text_mask: torch.Tensor | None = None) -> TextContext:
+        """What every denoising step computes from the text alone: the caption projection, every
+        block's cross-attention keys and values, and the key bias. A sampler computes it once per
+        generation and passes it as `forward(..., text_context=...)`: same output, fewer FLOPs."""
+        self._check_text(text, text_mask, text.shape[0] if text.ndim == 3 else -1)
+        if text_mask is not None and text.device.type == "cpu" and not torch.compiler.is_compiling():
+            text, text_mask = trim_text_padding(text, text_mask)
+        context = self.caption_norm(self.caption_projection(text.to(self.dtype)))
+        kv = [block.attn2.project_context(context) for block in self.transformer_blocks]
+        return TextContext(kv, text_mask_to_bias(text_mask, self.dtype))
+
     def forward(
         self,
         latents: torch.Tensor,
         timestep: torch.Tensor | float,
-        text: torch.Tensor,
+        text: torch.Tensor | None = None,
         text_mask: torch.Tensor | None = None,
+        *,
+        text_context: TextContext | None = None,
     ) -> torch.Tensor:
+        """`text` [B, L, caption_channels] with `text_mask` [B, L], or instead `text_context` from
+        `encode_text` (the same for every step of a generation)."""
         cfg = self.config
-        batch, channels, height, width = self._check_inputs(latents, text, text_mask)
+        batch, channels, height, width = self._check_inputs(latents, text, text_mask, text_context)
         p = cfg.patch_size
         timestep = torch.as_tensor(timestep, device=latents.device)
         if timestep.ndim == 0:
             timestep = timestep.expand(batch)
         x = self.patch_embed(latents)
         t6, t_emb = self.time_embed(timestep.reshape(batch), x.dtype)
-        if text_mask is not None and latents.device.type == "cpu" and not torch.compiler.is_compiling():
-            text, text_mask = trim_text_padding(text, text_mask)
-        context = self.caption_norm(self.caption_projection(text))
-        bias = text_mask_to_bias(text_mask, x.dtype)
+        if text_context is None:
+            text_context = self.encode_text(text, text_mask)
         grid_h, grid_w = height // p, width // p
-        for block in self.transformer_blocks:
-            x = block(x, t6, context, bias, grid_h, grid_w)
+        for block, kv in zip(self.transformer_blocks, text_context.kv):
+            x = block(x, t6, None, text_context.bias, grid_h, grid_w, context_kv=kv)
         shift, scale = (self.scale_shift_table[None] + t_emb[:, None]).chunk(2, dim=1)
         x = modulate(F.layer_norm(x, (x.shape[-1],), eps=1e-6), shift, scale)
         x = self.proj_out(x)
         x = x.view(batch, grid_h, grid_w, p, p, cfg.out_dim).permute(0, 5, 1, 3, 2, 4)
         return x.reshape(batch, cfg.out_dim, height, width)
 
-    def _check_inputs(self, latents, text, text_mask) -> tuple[int, int, int, int]:
+    def _check_inputs(self, latents, text, text_mask, text_context) -> tuple[int, int, int, int]:
         cfg = self.config
         if latents.ndim != 4 or latents.shape[1] != cfg.in_channels:
             raise ValueError(f"latents must be [B, {cfg.in_channels}, H, W], got {tuple(latents.shape)}")
         batch, channels, height, width = latents.shape
         if height % cfg.patch_size or width % cfg.patch_size:
             raise ValueError(f"latent size {height}x{width} is not a multiple of patch_size {cfg.patch_size}")
+        if text_context is None:
+            if text is None:
+                raise ValueError("give the text embeddings (text, text_mask) or a text_context from encode_text")
+            self._check_text(text, text_mask, batch)
+        elif text is not None:
+            raise ValueError("give either text (and text_mask) or text_context, not both")
+        elif not isinstance(text_context, TextContext) or len(text_context.kv) != cfg.num_layers:
+            raise ValueError("text_context must come from this model's encode_text")
+        elif text_context.batch != batch:
+            raise ValueError(f"text_context holds {text_context.batch} rows but latents have {batch}; "
+                             "slice it with text_context.rows(n)")
+        return batch, channels, height, width
+
+    def _check_text(self, text, text_mask, batch: int) -> None:
+        cfg = self.config
         if text.ndim != 3 or text.shape[0] != batch or text.shape[2] != cfg.caption_channels:
             raise ValueError(
                 f"text must be [{batch}, L, {cfg.caption_channels}], got {tuple(text.shape)}"
             )
         if text_mask is not None and tuple(text_mask.shape) != tuple(text.shape[:2]):
             raise ValueError(f"text_mask must be {tuple(text.shape[:2])}, got {tuple(text_mask.shape)}")
-        return batch, channels, height, width
 
     # ------------------------------------------------------------------------------------------
     # checkpoints
