@@ -217,3 +217,49 @@ def test_shared_low_rank_down_projection_for_qkv():
     assert torch.equal(m.q.lora_down, m.k.lora_down) and torch.equal(m.k.lora_down, m.v.lora_down)
     assert not torch.equal(m.q.lora_up, m.k.lora_up)
     assert _rel_err(m, ref, xs) < 0.05
+
+
+def test_int8_low_rank_branch_against_an_integer_reference(tmp_path):
+    """lowrank_bits=8: the branch equals integer GEMMs on int8 codes (int64 accumulate, then scales),
+    the 4-bit part is unchanged, the error stays close to the 16-bit branch's, and it survives a save/load."""
+    from genfoundry.svdquant import load_quantized, save_quantized
+
+    torch.manual_seed(0)
+    ref = Attn()
+    xs = _outlier_inputs()
+    models = {}
+    for bits in (16, 8):
+        m = copy.deepcopy(ref)
+        quantize(m, lambda mod: [mod(x) for x in xs], QuantConfig(rank=16, lowrank_bits=bits, skip=[], progress=False,
+                                                                   calib_tokens=64))
+        models[bits] = m
+    wide, narrow = models[16].q, models[8].q
+    assert narrow.lowrank_bits == 8 and narrow.spec()["lowrank_bits"] == 8 and "int8 low-rank" in repr(narrow)
+    assert torch.equal(wide.lora_down, narrow.lora_down) and torch.equal(wide.qweight, narrow.qweight)
+
+    def codes(t, dim):  # symmetric int8 along `dim` -> (int64 codes, scales broadcast along dim)
+        s = t.abs().amax(dim=dim, keepdim=True) / 127.0
+        return torch.round(t / s).clamp(-128, 127).to(torch.int64), s
+
+    x = xs[0].reshape(-1, 64)
+    xq, xs_ = codes(x, 1)
+    dq, ds = codes(narrow.lora_down.float(), 0)
+    act = (xq @ dq).double() * xs_.double() * ds.double()
+    aq, as_ = codes(act.float(), 1)
+    uq, us = codes(narrow.lora_up.float(), 1)
+    branch = (aq @ uq.t()).double() * as_.double() * us.t().double()
+    with torch.no_grad():
+        four_bit = wide(x) - x @ wide.lora_down @ wide.lora_up.t()
+        torch.testing.assert_close(narrow(x), (four_bit.double() + branch).float(), rtol=1e-4, atol=1e-3)
+        e16, e8 = _rel_err(models[16], ref, xs), _rel_err(models[8], ref, xs)
+    assert e16 <= e8 < 1.5 * e16
+    path = save_quantized(models[8], tmp_path / "r8.safetensors")
+    fresh = Attn()
+    load_quantized(fresh, path)
+    assert fresh.q.lowrank_bits == 8
+    with torch.no_grad():
+        assert torch.equal(fresh(xs[0]), models[8](xs[0]))
+    with pytest.raises(ValueError, match="lowrank_bits must be 16 or 8"):
+        QuantConfig(lowrank_bits=4).resolved()
+    with pytest.raises(ValueError, match="needs a low-rank branch"):
+        QuantConfig(method="rtn", lowrank_bits=8).resolved()

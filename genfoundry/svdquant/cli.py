@@ -48,6 +48,8 @@ def quantize_command(
     method: str = typer.Option("svdquant", help=f"One of {', '.join(METHODS)}."),
     weight: str = typer.Option("auto", help="int4 | nvfp4 (W4A4), nf4 | int4 (w4a16), int8 (w8a8)."),
     rank: Optional[int] = typer.Option(None, help="Low-rank branch rank (svdquant; default 32)."),
+    lowrank_bits: int = typer.Option(16, "--lowrank-bits",
+                                     help="16: the low-rank branch in the compute dtype (SVDQuant); 8: in int8."),
     group_size: Optional[int] = typer.Option(None, "--group-size", help="Default 64 (int4) / 16 (nvfp4)."),
     smooth: Optional[str] = typer.Option("auto", help="auto | search | none | alpha in [0, 1]."),
     calib_prompts: int = typer.Option(32, "--calib-prompts", help="Number of calibration captions."),
@@ -68,8 +70,8 @@ def quantize_command(
         raise typer.BadParameter(f"--dtype must be one of {_DTYPES}, got {dtype!r}")
     if calib_prompts < 1 or batch_size < 1 or calib_steps < 1:
         raise typer.BadParameter("--calib-prompts, --calib-steps and --batch-size must be >= 1")
-    config = QuantConfig(method=method, weight=weight, rank=rank, group_size=group_size, smooth=_parse_smooth(smooth),
-                         skip=list(skip) if skip else None, seed=seed, indivisible="skip")
+    config = QuantConfig(method=method, weight=weight, rank=rank, lowrank_bits=lowrank_bits, group_size=group_size,
+                         smooth=_parse_smooth(smooth), skip=list(skip) if skip else None, seed=seed, indivisible="skip")
     try:
         config = config.resolved()
     except ValueError as err:
@@ -87,7 +89,8 @@ def quantize_command(
     path = save_quantized(pipe.transformer, output)
     layers = len(read_quantization_config(path)["layers"])
     typer.echo(f"wrote {path} ({path.stat().st_size / 2**20:.2f} MiB, {layers} quantized layers, "
-               f"method={config.method}, weight={config.weight}, act={config.act}, rank={config.rank})")
+               f"method={config.method}, weight={config.weight}, act={config.act}, rank={config.rank}, "
+               f"low-rank branch {'int8' if config.lowrank_bits == 8 else 'in the compute dtype'})")
 
 
 def register(app: typer.Typer) -> None:

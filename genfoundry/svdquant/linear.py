@@ -1,7 +1,7 @@
 """Quantized replacements for `nn.Linear`.
 
 - `SVDQLinear`: W4A4 + 16-bit low-rank branch (svdquant, smoothquant and rtn W4A4 all use it; the
-  baselines simply have rank 0 and/or no smoothing). Buffers use nunchaku's names; forward calls
+  baselines simply have rank 0 and/or no smoothing), or with `lowrank_bits=8` an int8 branch. Buffers use nunchaku's names; forward calls
   `genfoundry.nunchaku.ops.svdq_linear`.
 - `W4A16Linear`: 4-bit weights (NF4 or INT4), 16-bit activations.
 - `W8A8Linear`: SmoothQuant-style INT8 weights (per channel) and INT8 activations (per token).
@@ -42,7 +42,15 @@ class SVDQLinear(nn.Module):
     nvfp4); ``smooth`` [K]; ``lora_down`` [K, r] (pre-divided by smooth); ``lora_up`` [N, r];
     ``bias`` [N] or None; nvfp4 adds ``wtscale`` (fp32 scalar). Attached LoRAs (see `svdquant.lora`)
     are appended as extra columns of lora_down / lora_up; the first `rank` columns are the SVD branch.
+
+    ``lowrank_bits=8`` runs the branch in int8, as an integer accelerator without 16-bit multipliers
+    would (genfoundry.lego's `svdq:...:r8`): x per token, lora_down per column, the rank-r activation
+    per token and lora_up per row, each symmetric int8 with its own scale, every product accumulated
+    exactly. The buffers stay in the compute dtype (the scales are taken in the forward, so attached
+    LoRA columns are quantized too), and the 4-bit GEMM runs without the branch on the chosen backend.
     """
+
+    LOWRANK_BITS = (16, 8)
 
     def __init__(
         self,
@@ -54,10 +62,14 @@ class SVDQLinear(nn.Module):
         weight_format: str = "int4",
         group_size: int | None = None,
         act_unsigned: bool = False,
+        lowrank_bits: int = 16,
         dtype: torch.dtype = torch.float32,
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
+        if lowrank_bits not in self.LOWRANK_BITS:
+            raise ValueError(f"lowrank_bits must be 16 (the compute dtype) or 8 (int8), got {lowrank_bits!r}")
+        self.lowrank_bits = lowrank_bits
         group_size = group_size or packing.default_group_size(weight_format)
         packing.check_groups(in_features, group_size, f"SVDQLinear({in_features}->{out_features})")
         if weight_format == "nvfp4" and (group_size != packing.NVFP4_GROUP or act_unsigned):
@@ -93,6 +105,7 @@ class SVDQLinear(nn.Module):
         weight_format: str = "int4",
         group_size: int | None = None,
         act_unsigned: bool = False,
+        lowrank_bits: int = 16,
         dtype: torch.dtype = torch.float32,
     ) -> "SVDQLinear":
         """Pack a layer from the smoothed residual ``R [N, K]`` (= W * smooth - up @ down.T), the
@@ -100,7 +113,8 @@ class SVDQLinear(nn.Module):
         n, k = residual.shape
         device = residual.device
         layer = cls(k, n, down.shape[1], bias=bias is not None, weight_format=weight_format,
-                    group_size=group_size, act_unsigned=act_unsigned, dtype=dtype, device=device)
+                    group_size=group_size, act_unsigned=act_unsigned, lowrank_bits=lowrank_bits, dtype=dtype,
+                    device=device)
         lam = torch.ones(k, dtype=torch.float64, device=device) if smooth is None else smooth.to(torch.float64)
         if weight_format == "int4":
             layer.qweight, layer.wscales = packing.quantize_int4_weight(residual, layer.group_size,
@@ -125,11 +139,16 @@ class SVDQLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:
             raise ValueError(f"SVDQLinear expects {self.in_features} input features, got shape {tuple(x.shape)}")
-        return ops.svdq_linear(
-            x, self.qweight, self.wscales, self.smooth, self.lora_down, self.lora_up, self.bias,
+        int8_branch = self.lowrank_bits == 8 and self.lora_down.shape[1] > 0
+        y = ops.svdq_linear(
+            x, self.qweight, self.wscales, self.smooth, None if int8_branch else self.lora_down,
+            None if int8_branch else self.lora_up, self.bias,
             weight_format=self.weight_format, group_size=self.group_size, wtscale=self.wtscale,
             act_unsigned=self.act_unsigned,
         )
+        if int8_branch:
+            y = y + int8_lowrank(x, self.lora_down, self.lora_up).to(y.dtype)
+        return y
 
     # -- LoRA (no re-quantization: extra columns of the low-rank branch) --------------------------
     def rebuild_lora_branch(self) -> None:
@@ -158,11 +177,25 @@ class SVDQLinear(nn.Module):
     def spec(self) -> dict:
         return {"kind": "svdq", "in_features": self.in_features, "out_features": self.out_features,
                 "rank": self.rank, "bias": self.bias is not None, "weight_format": self.weight_format,
-                "group_size": self.group_size, "act_unsigned": self.act_unsigned, "dtype": dtype_name(self.dtype)}
+                "group_size": self.group_size, "act_unsigned": self.act_unsigned, "lowrank_bits": self.lowrank_bits,
+                "dtype": dtype_name(self.dtype)}
 
     def extra_repr(self) -> str:
+        branch = ", int8 low-rank branch" if self.lowrank_bits == 8 else ""
         return (f"in={self.in_features}, out={self.out_features}, w4a4={self.weight_format}, "
-                f"group={self.group_size}, rank={self.rank}, loras={list(self.loras)}")
+                f"group={self.group_size}, rank={self.rank}{branch}, loras={list(self.loras)}")
+
+
+def int8_lowrank(x: torch.Tensor, down: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """``(x @ down) @ up.T`` with both GEMMs in int8: x and the rank-r activation per token, down per
+    column, up per row (symmetric, [-127, 127] weights), fp32 out. x ``[..., K]``, down ``[K, r]``,
+    up ``[N, r]``."""
+    x2 = x.reshape(-1, x.shape[-1]).float()
+    down_q = quantizers.dequantize_int8_weight(*quantizers.quantize_int8_weight(down.float().t())).t()
+    up_q = quantizers.dequantize_int8_weight(*quantizers.quantize_int8_weight(up.float()))
+    act = quantizers.fake_quant_act(x2, "int8", 0) @ down_q
+    y = quantizers.fake_quant_act(act, "int8", 0) @ up_q.t()
+    return y.reshape(*x.shape[:-1], up.shape[0])
 
 
 class W4A16Linear(nn.Module):
@@ -266,7 +299,8 @@ def build_from_spec(spec: dict, device: torch.device | str | None = None) -> nn.
     if kind == "svdq":
         return SVDQLinear(spec["in_features"], spec["out_features"], spec["rank"], bias=spec["bias"],
                           weight_format=spec["weight_format"], group_size=spec["group_size"],
-                          act_unsigned=spec["act_unsigned"], dtype=dtype, device=device)
+                          act_unsigned=spec["act_unsigned"], lowrank_bits=spec.get("lowrank_bits", 16), dtype=dtype,
+                          device=device)
     if kind == "w4a16":
         return W4A16Linear(spec["in_features"], spec["out_features"], bias=spec["bias"],
                            weight_format=spec["weight_format"], group_size=spec["group_size"], dtype=dtype,

@@ -60,6 +60,7 @@ class QuantConfig:
     act: str | None = AUTO  # int4 | nvfp4 | int8 | None (weight-only)
     group_size: int | None = None  # None: 64 for int4/nf4, 16 for nvfp4
     rank: int | None = None  # None: 32 for svdquant, 0 otherwise
+    lowrank_bits: int = 16  # 16: the branch in the compute dtype (SVDQuant); 8: int8 (see SVDQLinear)
     smooth: str | float | None = AUTO  # "search" | alpha in [0, 1] (beta = 1 - alpha) | None
     skip: list[str] | None = None  # glob patterns of layer names kept in 16 bits; None: model defaults
     w4a16: list[str] | None = None  # globs of layers made weight-only 4-bit; None: model defaults
@@ -101,6 +102,10 @@ class QuantConfig:
             raise ValueError(f"rank must be >= 0, got {rank}")
         if rank and m != "svdquant":
             raise ValueError(f"method {m!r} has no low-rank branch; rank must be 0, got {rank}")
+        if self.lowrank_bits not in SVDQLinear.LOWRANK_BITS:
+            raise ValueError(f"lowrank_bits must be 16 or 8, got {self.lowrank_bits!r}")
+        if self.lowrank_bits != 16 and not rank:
+            raise ValueError(f"lowrank_bits={self.lowrank_bits} needs a low-rank branch (method svdquant, rank > 0)")
         smooth = self.smooth
         if smooth == AUTO:
             smooth = {"svdquant": "search", "smoothquant": 0.5, "w8a8": 0.5}.get(m)
@@ -368,7 +373,8 @@ def _quantize_group(names: list[str], targets: dict[str, nn.Linear], weight_only
         residual = (w_hat.double() - up @ down.t()).float()
         out[n] = SVDQLinear.from_factors(
             residual, lam_used if lam is not None else None, down, up, targets[n].bias,
-            weight_format=cfg.weight, group_size=cfg.group_size, act_unsigned=p.unsigned, dtype=dtype,
+            weight_format=cfg.weight, group_size=cfg.group_size, act_unsigned=p.unsigned,
+            lowrank_bits=cfg.lowrank_bits, dtype=dtype,
         )
     return out
 
