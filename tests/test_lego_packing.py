@@ -144,3 +144,39 @@ def test_scratchpad_blocking():
     # overlapping convolution windows are fetched once per block, not once per filter tap
     conv = lego.compile("dwconv:16x18x18x3x3", lego.Arch(4, 4, ("os",)), emit_verilog=False)
     assert cost.dram_blocking(conv.modes[0], scratchpad_kib=1024).dram_bytes == 16 * 18 * 18 + 16 * 9 + 16 * 16 * 16 * 4
+
+
+@needs_iverilog
+@pytest.mark.parametrize("df", [("ws",), ("ws-tree",)])
+def test_svdq_with_an_int8_low_rank_branch_is_bit_exact(df):
+    d = _check("svdq:5x6x11x3:r8", df)
+    assert [s.lanes for s in d.hw_workload.stages] == [4, 1]  # int4 lanes, then one int8 stage: no slices
+    _check("svdq:3x4x8x2:r8", df, extremes=True)
+
+
+def test_int8_low_rank_branch_spec_lowering_and_speedup():
+    assert lego.parse_workload("svdq:4x4x8x2:r8").widths == {"X": 4, "W": 4, "L": 8, "U": 8, "Y": 32}
+    assert lego.parse_workload("svdq:4x4x8x2").widths["L"] == 16
+    for bad in ("svdq:4x4x8x2:r1", "svdq:4x4x8x2:r17", "svdq:4x4x8x2:w8"):
+        with pytest.raises(lego.LegoError, match="low-rank width suffix"):
+            lego.parse_workload(bad)
+    assert baseline.gemm_lowering("svdq:64x32x128x8:r8") == ["gemm:64x32x128", "gemm:64x32x8"]
+    wide, narrow = baseline.compare("svdq:512x512x512x32"), baseline.compare("svdq:512x512x512x32:r8")
+    assert narrow.lego["macs"] == wide.lego["macs"]
+    assert narrow.lego["system_cycles"] < wide.lego["system_cycles"] and narrow.speedup > wide.speedup
+
+
+def test_generation_counts_text_only_layers_once():
+    from genfoundry.lego import workloads
+
+    layers = workloads.model_layers("sana-svdq")
+    once = [layer.name for layer in layers if layer.once_per_image]
+    assert once == ["cross-attn kv (int16)"]
+    assert [layer.name for layer in workloads.model_layers("sana-0.6b") if layer.once_per_image] == ["cross-attn kv"]
+    assert not any(layer.once_per_image for layer in workloads.model_layers("vila-u"))
+    r8 = workloads.model_layers("sana-svdq-r8")
+    assert all(":w16" not in l.spec and ":r16" not in l.spec for l in r8 if not l.once_per_image)
+    rows = [(layer, 10) for layer in layers]
+    per_step = sum(layer.count * 10 for layer in layers)
+    kv = next(layer for layer in layers if layer.once_per_image)
+    assert workloads.generation_cycles(rows, 20) == 20 * per_step - 19 * kv.count * 10

@@ -23,6 +23,11 @@ GEMMINI_ARCH = Arch(16, 16, ("os", "ws"), max_time_tile=256)
 LEGO_ARCH = Arch(16, 16, ("os", "ws", "is", "ws-tree"), max_time_tile=256)
 
 
+def _slices(bits: int) -> int:
+    """int8 byte-slice products per B-bit x B-bit product."""
+    return (-(-bits // 8)) ** 2
+
+
 def gemm_lowering(spec: str) -> list[str]:
     """The GEMM specs a GEMM-only accelerator runs for one workload spec."""
     kind, rest = spec.split(":", 1)
@@ -30,7 +35,11 @@ def gemm_lowering(spec: str) -> list[str]:
         # narrower operands sit in int8 lanes; a B-bit product (B > 8) is ceil(B/8)^2 byte-slice products
         rest, wb = rest.split(":", 1)
         M, N, K = (int(x) for x in rest.split("x"))
-        return [f"gemm:{M}x{N}x{K * (-(-int(wb[1:]) // 8)) ** 2}"]
+        return [f"gemm:{M}x{N}x{K * _slices(int(wb[1:]))}"]
+    lowrank_bits = 16
+    if kind == "svdq" and ":" in rest:
+        rest = rest.split(":", 1)[0]
+        lowrank_bits = parse_workload(spec).widths["L"]
     stride = 1
     if kind in ("conv2d", "dwconv") and ":" in rest:
         rest, st = rest.split(":", 1)
@@ -51,7 +60,7 @@ def gemm_lowering(spec: str) -> list[str]:
         # int4 operands sit in int8 lanes (one product per MAC per cycle); an int16 x int16 product is
         # four int8 byte-slice products, so the rank-R branch is a GEMM with a 4R-long reduction
         M, N, K, R = d
-        return [f"gemm:{M}x{N}x{K}", f"gemm:{M}x{N}x{4 * R}"]
+        return [f"gemm:{M}x{N}x{K}", f"gemm:{M}x{N}x{_slices(lowrank_bits) * R}"]
     if kind == "linattn":
         N, D, E = d
         return [f"gemm:{D}x{E}x{N}", f"gemm:{N}x{E}x{D}"]
@@ -90,9 +99,9 @@ def _lowered_workloads(spec: str) -> list:
     lowered = gemm_lowering(spec)
     if not spec.startswith("svdq:"):
         return lowered
-    M, N, K, R = (int(x) for x in spec.split(":", 1)[1].split("x"))
-    # the same operator with int8 operands and the byte slices as a 4R-long low-rank reduction
-    wl = parse_workload(f"svdq:{M}x{N}x{K}x{4 * R}")
+    M, N, K, R = (int(x) for x in spec.split(":")[1].split("x"))
+    # the same operator with int8 operands and the byte slices as a longer low-rank reduction
+    wl = parse_workload(f"svdq:{M}x{N}x{K}x{_slices(parse_workload(spec).widths['L']) * R}:r8")
     return [replace(wl, name=spec, widths={n: 8 for n in wl.inputs} | {"Y": 32})]
 
 

@@ -1,10 +1,10 @@
 """`genfoundry rtl` commands.
 
   genfoundry rtl WORKLOAD --array 16x16 --dataflow os,ws -o DIR
-      compile WORKLOAD (gemm:MxNxK[:wB], conv2d:CxHxWxKxRxS, svdq:MxNxKxR, ..., or model:sana-0.6b / model:vila-u /
-      model:dc-ae / model:sana-svdq) and write DIR/lego_top.v, DIR/tb_core.v, DIR/design.json and
-      DIR/report.json. For model:NAME the RTL is the design of its first layer and report.json lists
-      every layer with LEGO and Gemmini-like estimates.
+      compile WORKLOAD (gemm:MxNxK[:wB], conv2d:CxHxWxKxRxS, svdq:MxNxKxR[:rB], ..., or model:sana-0.6b /
+      model:vila-u / model:dc-ae / model:sana-svdq / model:sana-svdq-r8) and write DIR/lego_top.v,
+      DIR/tb_core.v, DIR/design.json and DIR/report.json. For model:NAME the RTL is the design of its
+      first layer and report.json lists every layer with LEGO and Gemmini-like estimates.
   genfoundry rtl simulate DIR --inputs in.npz --outputs out.npz
       run DIR's Verilog on the tensors in in.npz (names as in the spec) and save the outputs.
 """
@@ -45,7 +45,7 @@ def _compile_cmd(workload: str, array: str, dataflow: str, out: Path, pipelining
             lego = baseline.estimate_lego(layer.spec, arch)
             gem = baseline.estimate_gemmini(layer.spec)
             rows.append({"layer": layer.name, "spec": layer.spec, "count": layer.count,
-                         "lego_cycles": lego["system_cycles"], "gemmini_cycles": gem["system_cycles"],
+                         "once_per_image": layer.once_per_image, "lego_cycles": lego["system_cycles"], "gemmini_cycles": gem["system_cycles"],
                          "lego_energy_pj": lego["energy_pj"]["total"], "gemmini_energy_pj": gem["energy_pj"]["total"]})
         report["model"] = {"name": workload, "rtl_layer": spec, "lego_array": array, "gemmini_array": "16x16", "layers": rows}
     from genfoundry import hub

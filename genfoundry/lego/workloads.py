@@ -10,7 +10,7 @@ Spec strings and tensor names (inputs -> outputs):
   attn:NxMxD                 Q [N,D], K [M,D]                -> S [N,M]       (score GEMM Q K^T)
   linattn:NxDxE              K [N,D], V [N,E], Q [N,D]       -> KV [D,E], O [N,E]  (ReLU linear attention core)
   mttkrp:IxJxKxL             A [I,K,L], B [K,J], C [L,J]     -> D [I,J]
-  svdq:MxNxKxR               X [M,K] int4, W [K,N] int4, L [M,R] int16, U [R,N] int16 -> Y = X W + L U
+  svdq:MxNxKxR[:rB]          X [M,K] int4, W [K,N] int4, L [M,R], U [R,N] (B-bit, default 16) -> Y = X W + L U
 
 Inputs are int8 unless noted; outputs int32 (two's complement wrap-around, as the hardware).
 Model shapes (`model:sana-0.6b`, `model:vila-u`, `model:dc-ae`) are returned by `model_layers` as
@@ -44,6 +44,17 @@ def _workload(name: str, stages: list[Stage], widths: dict[str, int], inputs: tu
     return Workload(name, tuple(stages), sh, widths, inputs, outputs)
 
 
+def _width_suffix(spec: str, rest: str, letter: str, what: str, default: int) -> tuple[str, int]:
+    """'SHAPE:{letter}B' -> (SHAPE, B) with B in 2..16 bits; 'SHAPE' -> (SHAPE, default)."""
+    if ":" not in rest:
+        return rest, default
+    rest, suffix = rest.split(":", 1)
+    if not re.fullmatch(letter + r"\d+", suffix) or not 2 <= int(suffix[1:]) <= 16:
+        raise LegoError(f"workload {spec!r}: {what} suffix must look like ':{letter}{4 if letter == 'w' else 8}' "
+                        "(2 to 16 bits)")
+    return rest, int(suffix[1:])
+
+
 def parse_workload(spec: str) -> Workload:
     if ":" not in spec:
         raise LegoError(f"workload {spec!r}: expected KIND:SHAPE, e.g. gemm:64x64x64 or conv2d:3x8x8x4x3x3")
@@ -55,12 +66,7 @@ def parse_workload(spec: str) -> Workload:
             raise LegoError(f"workload {spec!r}: stride suffix must look like ':s2'")
         stride = int(st[1:])
     if kind == "gemm":
-        bits = 8
-        if ":" in rest:
-            rest, wb = rest.split(":", 1)
-            if not re.fullmatch(r"w\d+", wb) or not 2 <= int(wb[1:]) <= 16:
-                raise LegoError(f"workload {spec!r}: operand-width suffix must look like ':w4' (2 to 16 bits)")
-            bits = int(wb[1:])
+        rest, bits = _width_suffix(spec, rest, "w", "operand-width", 8)
         M, N, K = _dims(rest, 3, kind, "MxNxK")
         st = parse_stage("C[m,n] += A[m,k] * B[k,n]", {"m": M, "n": N, "k": K}, "gemm", ("m", "n", "k"))
         return _workload(spec, [st], {"A": bits, "B": bits, "C": 32}, ("A", "B"), ("C",))
@@ -100,10 +106,11 @@ def parse_workload(spec: str) -> Workload:
         st = parse_stage("D[i,j] += A[i,k,l] * B[k,j] * C[l,j]", {"i": I, "j": J, "k": K, "l": L}, "mttkrp", ("i", "j", "k"))
         return _workload(spec, [st], {"A": 8, "B": 8, "C": 8, "D": 32}, ("A", "B", "C"), ("D",))
     if kind == "svdq":
+        rest, lowrank_bits = _width_suffix(spec, rest, "r", "low-rank width", 16)
         M, N, K, R = _dims(rest, 4, kind, "MxNxKxR")
         s1 = parse_stage("Y[m,n] += X[m,k] * W[k,n]", {"m": M, "n": N, "k": K}, "w4a4", ("m", "n", "k"))
         s2 = parse_stage("Y[m,n] += L[m,r] * U[r,n]", {"m": M, "n": N, "r": R}, "lowrank", ("m", "n", "r"))
-        return _workload(spec, [s1, s2], {"X": 4, "W": 4, "L": 16, "U": 16, "Y": 32}, ("X", "W", "L", "U"), ("Y",))
+        return _workload(spec, [s1, s2], {"X": 4, "W": 4, "L": lowrank_bits, "U": lowrank_bits, "Y": 32}, ("X", "W", "L", "U"), ("Y",))
     raise LegoError(f"workload {spec!r}: unknown kind {kind!r}; expected one of gemm, bgemm, conv2d, dwconv,"
                     " attn, linattn, mttkrp, svdq (or model:NAME on the command line)")
 
@@ -155,6 +162,15 @@ class Layer:
     name: str
     spec: str
     count: int  # how many times the layer runs per forward pass
+    # its input is the text alone (the cross-attention keys/values of a diffusion model), so a sampler
+    # computes it once per generated image, not at every denoising step (genfoundry.sana does)
+    once_per_image: bool = False
+
+
+def generation_cycles(rows: list[tuple[Layer, int]], steps: int) -> int:
+    """Cycles of a `steps`-step generation from (layer, cycles of one run) rows: the per-step layers
+    every step, the `once_per_image` ones once."""
+    return sum(layer.count * cycles * (1 if layer.once_per_image else steps) for layer, cycles in rows)
 
 
 # Published configurations (REFERENCE.md); used when genfoundry.sana does not expose named configs.
@@ -234,7 +250,7 @@ def model_layers(name: str) -> list[Layer]:
             Layer("linear attn Q (K^T V) (per head)", f"gemm:{T}x{hd}x{hd}", L * H),
             Layer("self-attn out", f"gemm:{T}x{D}x{D}", L),
             Layer("cross-attn q", f"gemm:{T}x{D}x{D}", L),
-            Layer("cross-attn kv", f"gemm:{Lt}x{2 * D}x{D}", L),
+            Layer("cross-attn kv", f"gemm:{Lt}x{2 * D}x{D}", L, once_per_image=True),
             Layer("cross-attn scores (per head)", f"attn:{T}x{Lt}x{chd}", L * CH),
             Layer("cross-attn PV (per head)", f"gemm:{T}x{chd}x{Lt}", L * CH),
             Layer("cross-attn out", f"gemm:{T}x{D}x{D}", L),
@@ -259,10 +275,12 @@ def model_layers(name: str) -> list[Layer]:
         for i, (ch, hw) in enumerate(DC_AE_F32["stages"]):
             rows.append(Layer(f"decoder stage {i} conv3x3", f"conv2d:{ch}x{hw + 2}x{hw + 2}x{ch}x3x3", 2))
         return rows
-    if name in ("sana-svdq", "svdquant"):
+    if name in ("sana-svdq", "svdquant", "sana-svdq-r8"):
         # SANA-0.6B as SVDQuant deploys it: the linears on image tokens are W4A4 with a rank-32 int16
         # branch (its down projection X L1 is its own int16 GEMM); the cross-attention K/V projections
-        # of the text stay 16-bit; attention products and the depthwise conv as in sana-0.6b (int8)
+        # of the text stay 16-bit; attention products and the depthwise conv as in sana-0.6b (int8).
+        # sana-svdq-r8: the same with the low-rank branch in int8 (both of its GEMMs)
+        bits = 8 if name == "sana-svdq-r8" else 16
         c = _sana_config()
         T, D, F, R = c["latent_hw"] ** 2, c["hidden"], c["ffn"], 32
         quantized = {"self-attn qkv": (3 * D, D), "self-attn out": (D, D), "cross-attn q": (D, D),
@@ -271,13 +289,14 @@ def model_layers(name: str) -> list[Layer]:
         rows = []
         for layer in model_layers("sana-0.6b"):
             if layer.name == "cross-attn kv":
-                rows.append(Layer(f"{layer.name} (int16)", f"{layer.spec}:w16", layer.count))
+                rows.append(Layer(f"{layer.name} (int16)", f"{layer.spec}:w16", layer.count, once_per_image=True))
                 continue
             if layer.name not in quantized:
                 rows.append(layer)
                 continue
             N, K = quantized[layer.name]
-            rows.append(Layer(f"{layer.name} low-rank down (int16)", f"gemm:{T}x{R}x{K}:w16", layer.count))
-            rows.append(Layer(f"{layer.name} W4A4 + low-rank up", f"svdq:{T}x{N}x{K}x{R}", layer.count))
+            rows.append(Layer(f"{layer.name} low-rank down (int{bits})", f"gemm:{T}x{R}x{K}:w{bits}", layer.count))
+            rows.append(Layer(f"{layer.name} W4A4 + low-rank up", f"svdq:{T}x{N}x{K}x{R}" + (":r8" if bits == 8 else ""),
+                              layer.count))
         return rows
-    raise LegoError(f"unknown model {name!r}; expected sana-0.6b, vila-u, dc-ae or sana-svdq")
+    raise LegoError(f"unknown model {name!r}; expected sana-0.6b, vila-u, dc-ae, sana-svdq or sana-svdq-r8")
