@@ -30,12 +30,13 @@ def test_quantize_command_then_generate_quantized(tmp_path, tiny_sana_pipeline):
         register_generate(app)
         out = tmp_path / "q.safetensors"
         result = CliRunner().invoke(app, ["quantize", "--model", str(tiny_sana_pipeline), "--rank", "8",
-                                          "--calib-prompts", "2", "--calib-steps", "2", "--size", "16",
-                                          "-o", str(out)])
+                                          "--lowrank-bits", "8", "--calib-prompts", "2", "--calib-steps", "2",
+                                          "--size", "16", "-o", str(out)])
         assert result.exit_code == 0, result.output
-        assert "quantized layers" in result.output and out.exists()
+        assert "quantized layers" in result.output and "low-rank branch int8" in result.output and out.exists()
         meta = read_quantization_config(out)
-        assert meta["method"] == "svdquant" and meta["rank"] == 8
+        assert meta["method"] == "svdquant" and meta["rank"] == 8 and meta["lowrank_bits"] == 8
+        assert meta["layers"]["transformer_blocks.0.attn1.to_q"]["lowrank_bits"] == 8
         assert "transformer_blocks.0.attn1.to_q" in meta["layers"]
         pipe = SanaPipeline.from_pretrained(tiny_sana_pipeline)
         load_quantized(pipe.transformer, out)
@@ -53,6 +54,9 @@ def test_quantize_command_then_generate_quantized(tmp_path, tiny_sana_pipeline):
         bad = CliRunner().invoke(app, ["quantize", "--model", str(tiny_sana_pipeline), "--method", "gptq",
                                        "-o", str(tmp_path / "x.safetensors")])
         assert bad.exit_code != 0 and "unknown quantization method" in bad.output
+        bad = CliRunner().invoke(app, ["quantize", "--model", str(tiny_sana_pipeline), "--lowrank-bits", "4",
+                                       "-o", str(tmp_path / "x.safetensors")])
+        assert bad.exit_code != 0 and "lowrank_bits must be 16 or 8" in bad.output
     finally:
         torch.set_num_threads(old)
 

@@ -50,6 +50,7 @@ def quantization_config(model: nn.Module) -> dict:
         "act": cfg.get("act"),
         "group_size": cfg.get("group_size"),
         "rank": cfg.get("rank"),
+        "lowrank_bits": cfg.get("lowrank_bits", 16),
         "config": cfg,
         "layers": layers,
     }
