@@ -365,3 +365,28 @@ def test_saved_tokenizer_does_not_keep_the_last_calls_truncation(tmp_path) -> No
         assert (tmp_path / "a" / "llm" / name).read_bytes() == (tmp_path / "b" / "llm" / name).read_bytes(), name
     long = "a red circle to the left of a blue square " * 3
     assert len(VilaU.from_pretrained(tmp_path / "b").text_ids(long)) == len(model.text_ids(long)) > 5
+
+
+def test_alignment_stage_can_train_the_text_encoder_too(trained, app, tmp_path) -> None:
+    """--align-train-text: the head and the tower's text encoder train (LiT-style), every other weight
+    and every code stays, the folder loads with the new text weights, and resuming trains nothing more."""
+    out = tmp_path / "text"
+    args, align = _train_head_alone(app, trained, out, 20, "--align-train-text", "--align-hard-negatives", "2")
+    assert align[-1]["loss"] < align[0]["loss"], align
+    source, tuned = VilaU.from_pretrained(trained / "model"), VilaU.from_pretrained(out / "model")
+    before, after = source.state_dict(), tuned.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert any(k.startswith("tower.text_encoder.") for k in changed)
+    assert all(k.startswith(("tower.align.", "tower.text_encoder.")) for k in changed), sorted(changed)
+    assert not any(p.requires_grad for p in tuned.tower.text_encoder.parameters())
+    image = render("a green square above a red circle", size=32, seed=4)
+    assert torch.equal(source.tokenize_image(image), tuned.tokenize_image(image))
+    ids = tuned.caption_ids(["a red circle"])
+    torch.testing.assert_close(tuned.tower.text_encoder(ids), tuned.tower.text_encoder.encode(ids))
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0 and "at step 20" in again.output, again.output
+    resumed = VilaU.from_pretrained(out / "model").state_dict()
+    assert all(torch.equal(resumed[k], after[k]) for k in changed)
+    from genfoundry.vilau.card import _command
+
+    assert "--align-train-text" in _command(json.loads((out / "train_config.json").read_text()))

@@ -42,6 +42,8 @@ def _command(config: dict) -> str:
                  "--align-batch-size", str(config["align_batch_size"]), "--align-images", str(config["align_images"])]
         if config.get("align_hard_negatives"):
             args += ["--align-hard-negatives", str(config["align_hard_negatives"])]
+        if config.get("align_train_text"):
+            args.append("--align-train-text")
     if config.get("align_image_head"):
         args += ["--align-image-head", config["align_image_head"]]
     if config.get("ema_decay"):

@@ -188,6 +188,8 @@ def train_vilau_command(
         0, min=0, help="Stage-1b hard-negative captions per image (one edit away: colour, shape, count, relation)."),
     align_image_head: Optional[str] = typer.Option(
         None, help="Give the alignment head a fresh image side: mlp or attention (cells attend to each other)."),
+    align_train_text: bool = typer.Option(
+        False, help="Stage 1b trains the tower's text encoder with the head (the image side and codes stay)."),
     ema_decay: float = typer.Option(0.0, help="EMA of the weights (0 = off); the exported model uses it."),
     save_every: int = typer.Option(500, min=1),
     log_every: int = typer.Option(20, min=1),
@@ -215,6 +217,7 @@ def train_vilau_command(
             init_from=init_from, add_grid_position=add_grid_position, align_steps=align_steps, align_lr=align_lr,
             align_batch_size=align_batch_size, align_images=align_images,
             align_hard_negatives=align_hard_negatives, align_image_head=align_image_head,
+            align_train_text=align_train_text,
             max_seconds_tower=max_minutes_tower * 60 if max_minutes_tower else None,
             max_seconds_llm=max_minutes_llm * 60 if max_minutes_llm else None,
             mix=MixConfig(video_fraction=video_fraction, relation_fraction=relation_fraction),

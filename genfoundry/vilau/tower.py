@@ -290,7 +290,10 @@ def sigmoid_contrastive_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, sc
 
 
 class FrozenTextEncoder(nn.Module):
-    """A SigLIP text transformer whose weights never train (the alignment target)."""
+    """A SigLIP text transformer, frozen (the alignment target), as VILA-U keeps its pretrained one.
+    Ours starts random, and its pooled features barely say which object a relation puts where
+    (benchmarks/vilau_relation_diagnosis.py), so stage 1b can train it with the head instead
+    (`--align-train-text`, LiT-style with the roles swapped: the image side stays locked)."""
 
     def __init__(self, kwargs: dict[str, Any], vocab_size: int, pad_id: int, bos_id: int, eos_id: int) -> None:
         super().__init__()
@@ -310,6 +313,10 @@ class FrozenTextEncoder(nn.Module):
     @torch.no_grad()
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """ids [B, L] (padded with pad_id, L <= max_length) -> features [B, 2*hidden]."""
+        return self.encode(ids)
+
+    def encode(self, ids: torch.Tensor) -> torch.Tensor:
+        """`forward` with gradients (for training the encoder in stage 1b)."""
         if ids.shape[1] > self.max_length:
             ids = ids[:, : self.max_length]
         mask = (ids != self.pad_id).to(torch.float32)

@@ -88,6 +88,9 @@ class TrainConfig:
     # Before training: give the alignment head a fresh image side of this kind ("mlp" or "attention",
     # genfoundry.vilau.tower.ALIGN_IMAGE_HEADS) where the model's differs; None keeps the model's.
     align_image_head: str | None = None
+    # Stage 1b trains the tower's text encoder with the head (LiT-style, the image side locked); the
+    # codes, and so the LLM's inputs, still do not change.
+    align_train_text: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.mix, dict):
@@ -283,7 +286,7 @@ def alignment_features(model: VilaU, cfg: TrainConfig, info: DistInfo) -> dict:
     ids = model.caption_ids(table)
     text = torch.cat([tower.text_encoder(ids[i:i + chunk]).float() for i in range(0, len(table), chunk)])
     return {"grid": torch.cat(grids), "caption": torch.tensor([index[c] for c in captions], device=info.device),
-            "text": text, "edits": {index[c]: [[index[e] for e in g] for g in groups] for c, groups in edits.items()}}
+            "text": text, "ids": ids, "edits": {index[c]: [[index[e] for e in g] for g in groups] for c, groups in edits.items()}}
 
 
 def hard_negatives(edits: dict[int, list[list[int]]], captions: list[int], k: int, rng: random.Random) -> list[int]:
@@ -303,6 +306,8 @@ def train_alignment(model: VilaU, cfg: TrainConfig, info: DistInfo, out: Path, l
     head = tower.align
     head.requires_grad_(True)
     head.train()
+    module = _HeadWithTextEncoder(head, tower.text_encoder) if cfg.align_train_text else head
+    module.requires_grad_(True)
     features: dict = {}  # computed on first use: a finished stage resumes without them
 
     def loader_fn(start, steps):
@@ -320,14 +325,29 @@ def train_alignment(model: VilaU, cfg: TrainConfig, info: DistInfo, out: Path, l
             rng = random.Random(f"vilau-align-negatives:{cfg.seed}:{info.rank}:{step}")
             extra = hard_negatives(features["edits"], caption.tolist(), cfg.align_hard_negatives, rng)
             texts = torch.cat([caption, torch.tensor(extra, device=info.device)])
-        loss = trained(features["grid"][picked], features["text"][texts], caption[:, None] == texts[None, :])
-        return {"loss": loss}
+        positives = caption[:, None] == texts[None, :]
+        if cfg.align_train_text:  # encode each distinct caption of the batch once, with gradients
+            distinct, inverse = texts.unique(return_inverse=True)
+            return {"loss": trained(features["grid"][picked], features["ids"][distinct], inverse, positives)}
+        return {"loss": trained(features["grid"][picked], features["text"][texts], positives)}
 
-    step = _run_stage(name="align", cfg=cfg, info=info, module=head, params=list(head.parameters()),
+    step = _run_stage(name="align", cfg=cfg, info=info, module=module, params=list(module.parameters()),
                       steps=cfg.align_steps, lr=cfg.align_lr, ckpt_dir=out / "align_ckpt", loader_fn=loader_fn,
                       step_fn=step_fn, logger=logger, max_seconds=None)
+    tower.text_encoder.requires_grad_(False)
     head.eval()
     return step
+
+
+class _HeadWithTextEncoder(torch.nn.Module):
+    """Stage 1b with the text encoder trained too: one module, so one checkpoint and one DDP wrapper."""
+
+    def __init__(self, head: torch.nn.Module, text_encoder: torch.nn.Module) -> None:
+        super().__init__()
+        self.head, self.text_encoder = head, text_encoder
+
+    def forward(self, grid: torch.Tensor, ids: torch.Tensor, inverse: torch.Tensor, positives: torch.Tensor):
+        return self.head(grid, self.text_encoder.encode(ids)[inverse], positives)
 
 
 def stage2_batch(model: VilaU, batch: dict, step: int, cfg: TrainConfig, rank: int, device: torch.device):
