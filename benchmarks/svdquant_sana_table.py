@@ -1,8 +1,9 @@
 """SVDQuant Table 1 on a SANA pipeline: every method against the 16-bit model, same prompts and seeds.
 
 For fp16 (the reference), W8A8, W4A16 (NF4), RTN W4A4, SmoothQuant W4A4, SVDQuant INT4 W4A4 (with its
-low-rank branch in 16 bits, and in int8 as an integer accelerator would run it) and SVDQuant NVFP4 W4A4: PSNR and SSIM of the generated images against the reference images, the GenEval-style
-score (`genfoundry.shapes.evaluate`) and the bytes of the transformer's quantized layers vs bf16.
+low-rank branch in 16 bits, and in int8 as an integer accelerator would run it) and SVDQuant NVFP4
+W4A4: PSNR and SSIM of the generated images against the reference images, the GenEval-style score
+(`genfoundry.shapes.evaluate`) and the bytes of the transformer's quantized layers vs bf16.
 
     python benchmarks/svdquant_sana_table.py --model sana-shapes            # 100 held-out prompts
     python benchmarks/svdquant_sana_table.py --model DIR --prompts 10 --quick

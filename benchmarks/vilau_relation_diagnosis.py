@@ -48,7 +48,7 @@ def scenes_and_queries(model, n: int, seed: int) -> dict:
     colors, shapes = list(COLORS), list(SHAPES)
     data = ShapesDataset(n, seed=seed, size=model.config.tower.image_size, categories=CATEGORIES)
     rng = random.Random(f"relation-diagnosis:{seed}")
-    grids, rows, captions, images = [], [], [], []
+    grids, rows, captions = [], [], []
     for start in tqdm(range(0, n, 256), desc=f"tower features (seed {seed})", leave=False):
         idx = range(start, min(n, start + 256))
         batch = torch.stack([data[i]["image"] for i in idx])
@@ -64,7 +64,6 @@ def scenes_and_queries(model, n: int, seed: int) -> dict:
             rows.append((colors.index(a.color), shapes.index(a.shape), colors.index(b.color),
                          shapes.index(b.shape), RELATIONS.index(rel), int(relation_holds(rel, a, b, 2.0))))
             captions.append(f"a {a.color} {a.shape} {rel} a {b.color} {b.shape}")
-            images.append(i)
     return {"grid": torch.cat(grids), "rows": torch.tensor(rows), "captions": captions, "data": data}
 
 

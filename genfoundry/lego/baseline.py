@@ -101,7 +101,7 @@ def _lowered_workloads(spec: str) -> list:
         return lowered
     M, N, K, R = (int(x) for x in spec.split(":")[1].split("x"))
     # the same operator with int8 operands and the byte slices as a longer low-rank reduction
-    wl = parse_workload(f"svdq:{M}x{N}x{K}x{_slices(parse_workload(spec).widths['L']) * R}:r8")
+    wl = parse_workload(f"svdq:{M}x{N}x{K}x{_slices(parse_workload(spec).widths['L']) * R}")
     return [replace(wl, name=spec, widths={n: 8 for n in wl.inputs} | {"Y": 32})]
 
 

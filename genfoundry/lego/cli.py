@@ -45,7 +45,8 @@ def _compile_cmd(workload: str, array: str, dataflow: str, out: Path, pipelining
             lego = baseline.estimate_lego(layer.spec, arch)
             gem = baseline.estimate_gemmini(layer.spec)
             rows.append({"layer": layer.name, "spec": layer.spec, "count": layer.count,
-                         "once_per_image": layer.once_per_image, "lego_cycles": lego["system_cycles"], "gemmini_cycles": gem["system_cycles"],
+                         "once_per_image": layer.once_per_image,
+                         "lego_cycles": lego["system_cycles"], "gemmini_cycles": gem["system_cycles"],
                          "lego_energy_pj": lego["energy_pj"]["total"], "gemmini_energy_pj": gem["energy_pj"]["total"]})
         report["model"] = {"name": workload, "rtl_layer": spec, "lego_array": array, "gemmini_array": "16x16", "layers": rows}
     from genfoundry import hub

@@ -256,6 +256,9 @@ class SanaTransformer(nn.Module):
         block's cross-attention keys and values, and the key bias. A sampler computes it once per
         generation and passes it as `forward(..., text_context=...)`: same output, fewer FLOPs."""
         self._check_text(text, text_mask, text.shape[0] if text.ndim == 3 else -1)
+        return self._encode_text(text, text_mask)
+
+    def _encode_text(self, text: torch.Tensor, text_mask: torch.Tensor | None) -> TextContext:
         if text_mask is not None and text.device.type == "cpu" and not torch.compiler.is_compiling():
             text, text_mask = trim_text_padding(text, text_mask)
         context = self.caption_norm(self.caption_projection(text.to(self.dtype)))
@@ -282,7 +285,7 @@ class SanaTransformer(nn.Module):
         x = self.patch_embed(latents)
         t6, t_emb = self.time_embed(timestep.reshape(batch), x.dtype)
         if text_context is None:
-            text_context = self.encode_text(text, text_mask)
+            text_context = self._encode_text(text, text_mask)  # _check_inputs checked the text
         grid_h, grid_w = height // p, width // p
         for block, kv in zip(self.transformer_blocks, text_context.kv):
             x = block(x, t6, None, text_context.bias, grid_h, grid_w, context_kv=kv)

@@ -1,8 +1,8 @@
 """Quantized replacements for `nn.Linear`.
 
 - `SVDQLinear`: W4A4 + 16-bit low-rank branch (svdquant, smoothquant and rtn W4A4 all use it; the
-  baselines simply have rank 0 and/or no smoothing), or with `lowrank_bits=8` an int8 branch. Buffers use nunchaku's names; forward calls
-  `genfoundry.nunchaku.ops.svdq_linear`.
+  baselines simply have rank 0 and/or no smoothing), or with `lowrank_bits=8` an int8 branch.
+  Buffers use nunchaku's names; forward calls `genfoundry.nunchaku.ops.svdq_linear`.
 - `W4A16Linear`: 4-bit weights (NF4 or INT4), 16-bit activations.
 - `W8A8Linear`: SmoothQuant-style INT8 weights (per channel) and INT8 activations (per token).
 
