@@ -1,10 +1,11 @@
-"""VILA-U best-of-N: the generation score when the tower's text-alignment head keeps one of N images.
+"""VILA-U best-of-N: the generation score when a ranker keeps one of N images.
 
 One model draws N candidates for every validation prompt (seed 7919: neither a training stream nor
 the held-out evaluation's), in the order `generate_codes(..., candidates=N)` draws them (each prompt
-repeated N times in one batch). Each scoring head (`--models LABEL=FOLDER`: only the folder's vision
-tower is used) ranks a prompt's first n candidates by `alignment_scores`, and the detector of
-`genfoundry.shapes.evaluate` judges the kept image. Also reported: the first draw alone (n = 1, what
+repeated N times in one batch). Each scoring model (`--models LABEL=FOLDER`) ranks a prompt's first n
+candidates with each of `generate.RANKERS` (`--rankers`): "alignment", its vision tower's
+text-alignment head (`alignment_scores`), and "caption", its LLM's likelihood of the caption given the
+image (`caption_log_likelihoods`); the detector of `genfoundry.shapes.evaluate` judges the kept image. Also reported: the first draw alone (n = 1, what
 `candidates=1` gives), the oracle (any of the n is right: the ceiling of any ranking) and the time to
 draw N images per prompt against one.
 
@@ -59,14 +60,18 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=25, help="prompts per decoding batch (times N rows)")
     parser.add_argument("--cfg", type=float, default=3.0)
     parser.add_argument("--seed", type=int, default=VALIDATION_SEED)
+    parser.add_argument("--rankers", default="caption,alignment", help="comma-separated generate.RANKERS names")
     args = parser.parse_args()
     pairs = model_pairs(parser, args.models)
+    rankers = [r.strip() for r in args.rankers.split(",") if r.strip()]
+    if not rankers or any(r not in ("caption", "alignment") for r in rankers):
+        parser.error(f"--rankers takes names from caption, alignment; got {args.rankers!r}")
     if args.candidates < 1 or args.per_category < 1 or args.chunk < 1:
         parser.error("--candidates, --per-category and --chunk must be >= 1")
 
     from genfoundry import hub
     from genfoundry.shapes import evaluate
-    from genfoundry.vilau.generate import alignment_scores, generate_codes
+    from genfoundry.vilau.generate import RANKERS, generate_codes
     from genfoundry.vilau.model import VilaU, VilaUConfig
 
     if args.quick:
@@ -93,12 +98,18 @@ def main() -> None:
                             for cands, cap in zip(codes, captions)])
     ns = [n for n in (1, 2, 4, 8, 16, 32) if n <= n_max]
     rows = [{"label": "first draw", "n": 1, **summarize(correct[:, 0], categories)}]
-    for label, where, head in models_to_compare(pairs, args.quick):
-        drawn_captions = [cap for cap in captions for _ in range(n_max)]
-        scores = torch.cat([alignment_scores(head, codes[i:i + 64].flatten(0, 1), drawn_captions[i * n_max:(i + 64) * n_max])
-                            for i in range(0, len(prompts), 64)]).reshape(len(prompts), n_max)
-        rows += [{"label": label, "model": where, "n": n, **kept_scores(correct, scores, categories, n)} for n in ns[1:]]
-        print(label, [(r["n"], round(r["score"], 3)) for r in rows if r["label"] == label], flush=True)
+    drawn_captions = [cap for cap in captions for _ in range(n_max)]
+    for label, where, scorer in models_to_compare(pairs, args.quick):
+        for ranker in rankers:
+            t = time.perf_counter()
+            scores = torch.cat([RANKERS[ranker](scorer, codes[i:i + 64].flatten(0, 1),
+                                                drawn_captions[i * n_max:(i + 64) * n_max])
+                                for i in range(0, len(prompts), 64)]).reshape(len(prompts), n_max)
+            seconds = time.perf_counter() - t
+            name = f"{label}, {ranker}"
+            rows += [{"label": name, "model": where, "ranker": ranker, "n": n, "seconds_ranking": seconds,
+                      **kept_scores(correct, scores, categories, n)} for n in ns[1:]]
+            print(name, [(r["n"], round(r["score"], 3)) for r in rows if r["label"] == name], flush=True)
     rows += [{"label": "oracle (any of n right)", "n": n, **summarize(correct[:, :n].max(1).values, categories)}
              for n in ns[1:]]
     result = {"draw": "random-tiny" if args.quick else args.draw, "device": "cpu", "cfg": args.cfg,
@@ -109,14 +120,17 @@ def main() -> None:
     cats = list(rows[0]["per_category"])
     md = ["# VILA-U best-of-N generation", "",
           (f"Drawn by {result['draw']} at cfg {args.cfg} (top-k 900, top-p 0.96), {len(prompts)} validation prompts "
-           f"(seed {args.seed}), {n_max} candidates each, CPU. The alignment head of each scoring folder keeps the "
-           f"best of the first n; the shapes detector judges it."), "",
+           f"(seed {args.seed}), {n_max} candidates each, CPU. Each scoring model keeps the best of the first n by "
+           f"each ranker (alignment: its tower's text-alignment head; caption: its LLM's likelihood of the "
+           f"caption given the image); the shapes detector judges the kept image."), "",
           "| scored by | n | score | " + " | ".join(cats) + " |",
           "| --- | ---: | ---: | " + " | ".join("---:" for _ in cats) + " |"]
     md += [f"| {r['label']} | {r['n']} | {r['score']:.3f} | " + " | ".join(f"{r['per_category'][c]:.2f}" for c in cats)
            + " |" for r in rows]
     md += ["", (f"Drawing {n_max} images per prompt took {seconds_n:.0f} s, one image per prompt {seconds_1:.0f} s "
                 f"({seconds_n / seconds_1:.2f}x), in batches of {args.chunk} prompts.")]
+    timed = {r["label"]: r["seconds_ranking"] for r in rows if "seconds_ranking" in r}
+    md += [f"Ranking all {len(prompts) * n_max} candidates: " + ", ".join(f"{k} {v:.0f} s" for k, v in timed.items()) + "."]
     hub.write_text_atomic(args.results / f"{name}.md", "\n".join(md) + "\n")
     print("\n".join(md))
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from genfoundry.shapes import render
 from genfoundry.vilau import DepthConfig, DepthTransformer, ResidualQuantizer, VilaU, VilaUConfig
 from genfoundry.vilau.generate import (
-    DecodeStream, Sampling, alignment_scores, filter_logits, generate_codes, sample_codes,
+    RANKERS, DecodeStream, Sampling, caption_log_likelihoods, filter_logits, generate_codes, sample_codes,
 )
 
 
@@ -265,17 +265,45 @@ def test_siglip_vision_tower_shape() -> None:
         TowerConfig(encoder="siglip")
 
 
-def test_best_of_candidates_keeps_the_alignment_heads_choice(model: VilaU) -> None:
+@pytest.mark.parametrize("rank_by", ["caption", "alignment"])
+def test_best_of_candidates_keeps_the_rankers_choice(model: VilaU, rank_by: str) -> None:
     prompts = ["a red circle", "two blue squares"]
-    best = generate_codes(model, prompts, seed=11, candidates=3)
+    best = generate_codes(model, prompts, seed=11, candidates=3, rank_by=rank_by)
     assert torch.equal(generate_codes(model, prompts, seed=11, candidates=1), generate_codes(model, prompts, seed=11))
     # the candidates are the rows of one batch of every prompt repeated, drawn with the same seed
     drawn = [p for p in prompts for _ in range(3)]
     every = generate_codes(model, drawn, seed=11)
-    scores = alignment_scores(model, every[:, 0], drawn).reshape(2, 3)
+    scores = RANKERS[rank_by](model, every[:, 0], drawn).reshape(2, 3)
     assert torch.equal(best, every[scores.argmax(1) + torch.tensor([0, 3])])
     assert best.shape == (2, 1, *every.shape[2:])
     with pytest.raises(ValueError, match="candidates must be a positive integer"):
         generate_codes(model, prompts, candidates=0)
     with pytest.raises(ValueError, match="images only"):
         generate_codes(model, prompts, frames=2, candidates=2)
+    with pytest.raises(ValueError, match="rank_by must be one of caption, alignment"):
+        generate_codes(model, prompts, candidates=2, rank_by="clip")
+
+
+def test_caption_log_likelihood_is_the_captioning_loss(model: VilaU) -> None:
+    """Independent of its batching: each image's score is minus the summed text cross-entropy that
+    VilaU.forward (the training loss) gives its [image, caption <eos>] sequence alone."""
+    from genfoundry.vilau.model import Segment
+
+    torch.manual_seed(3)
+    g, d, k = model.config.tower.grid, model.config.tower.depth, model.config.tower.codebook_size
+    codes = torch.randint(0, k, (3, g, g, d))
+    captions = ["a red circle", "two blue squares", "a green triangle to the left of a red circle"]
+    got = caption_log_likelihoods(model, codes, captions, reencode=False, batch_size=2)
+    eos = model.tokenizer.eos_token_id
+    for c, caption, value in zip(codes, captions, got):
+        tokens = model.text_ids(caption) + [eos]
+        batch = model.collate([model.build_sequence([Segment("image", c), Segment("text", tokens, train=True)])])
+        with torch.no_grad():
+            loss = model(batch)["text_loss"]
+        assert value.item() == pytest.approx(-loss.item() * len(tokens), rel=1e-4, abs=1e-4)
+    # re-encoding reads the codes' pixels again: the same as scoring the re-tokenized codes directly
+    again = model.tower.tokenize(model.tower.detokenize(codes))
+    assert torch.allclose(caption_log_likelihoods(model, codes, captions),
+                          caption_log_likelihoods(model, again, captions, reencode=False), atol=1e-5)
+    with pytest.raises(ValueError, match="one caption per image"):
+        caption_log_likelihoods(model, codes, captions[:2])

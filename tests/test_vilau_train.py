@@ -129,14 +129,20 @@ def test_cli_ask_and_imagine(trained, app, tmp_path) -> None:
     from PIL import Image
 
     assert Image.open(out).size == (32, 32)
-    # the command draws 8 and keeps the alignment head's best; the Python API's default is the plain sample
+    # the command draws 8 and keeps the best by the model's own caption likelihood; the Python API's
+    # default is the plain sample
     vila = VilaU.from_pretrained(trained / "model")
     assert Image.open(out).convert("RGB").tobytes() == vila.generate_image("a red circle", seed=1, candidates=8).tobytes()
     best = tmp_path / "best.png"
     result = runner.invoke(app, ["imagine", "a red circle", "-o", str(best), "--seed", "1", "--candidates", "3",
-                                 "--model", model, "--device", "cpu"])
+                                 "--rank-by", "alignment", "--model", model, "--device", "cpu"])
     assert result.exit_code == 0, result.output
-    assert Image.open(best).size == (32, 32)
+    assert Image.open(best).convert("RGB").tobytes() == vila.generate_image(
+        "a red circle", seed=1, candidates=3, rank_by="alignment").tobytes()
+    result = runner.invoke(app, ["imagine", "a red circle", "-o", str(best), "--rank-by", "clip",
+                                 "--model", model, "--device", "cpu"])
+    assert result.exit_code != 0 and "rank_by must be one of caption, alignment" in " ".join(
+        result.output.replace("│", " ").split())
     result = runner.invoke(app, ["imagine", "a red circle", "-o", str(best), "--frames", "2", "--candidates", "2",
                                  "--model", model, "--device", "cpu"])
     assert result.exit_code != 0 and "images only" in " ".join(result.output.replace("│", " ").split())
@@ -186,8 +192,9 @@ def test_eval_parts_and_generation_prompts(trained, app, tmp_path) -> None:
                                       "--gen-prompts", "5", "--cfgs", "3", "--candidates", "2", "--out", str(out),
                                       "--device", "cpu"])
     assert result.exit_code == 0, result.output
-    assert json.loads(out.read_text())["generation"]["3.0"]["candidates"] == 2
-    assert "generation score cfg 3.0 (5 prompts, best of 2)" in out.with_suffix(".md").read_text()
+    generation = json.loads(out.read_text())["generation"]["3.0"]
+    assert generation["candidates"] == 2 and generation["rank_by"] == "caption"
+    assert "generation score cfg 3.0 (5 prompts, best of 2 by caption)" in out.with_suffix(".md").read_text()
     for args, message in ((["--gen-prompts", "12"], "multiple of 5"), (["--parts", "vqa,speed"], "unknown evaluation part"),
                           (["--card", str(trained)], "needs every measurement")):
         bad = CliRunner().invoke(app, ["eval", "vilau", "--model", str(trained / "model"), "--parts", "generation",

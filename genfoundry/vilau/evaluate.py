@@ -46,21 +46,23 @@ def evaluate_vqa(model: VilaU, n_images: int = 100, per_image: int = 3, batch_si
 
 @torch.no_grad()
 def evaluate_generation(model: VilaU, per_category: int = 10, cfg: float = 3.0, batch_size: int = 50,
-                        seed: int = HELD_OUT_SEED, candidates: int = 1, **sampling) -> dict:
+                        seed: int = HELD_OUT_SEED, candidates: int = 1, rank_by: str = "caption",
+                        **sampling) -> dict:
     """GenEval-style score of images drawn for prompts sampled per category; `sampling`: temperature,
     top_k, top_p for generate_images (default: the official VILA-U settings); `candidates`: images drawn
-    per prompt, the alignment head's best kept (1 = the plain sample)."""
+    per prompt, the best by `rank_by` kept (1 = the plain sample; see generate_codes)."""
     rng = random.Random(f"gen:{seed}")
     size = model.config.tower.image_size
     prompts = [(c, sample_scene(rng, size, c).caption) for c in CATEGORIES for _ in range(per_category)]
     right: dict[str, list[int]] = defaultdict(list)
     for k, chunk in enumerate(_chunks(prompts, batch_size)):
         images = generate_images(model, [p for _, p in chunk], cfg=cfg, seed=seed + k, candidates=candidates,
-                                 **sampling)
+                                 rank_by=rank_by, **sampling)
         for (category, caption), image in zip(chunk, images):
             right[category].append(int(evaluate(image, caption)["correct"]))
     every = [v for vs in right.values() for v in vs]
-    extra = {"candidates": candidates} if candidates > 1 else {}  # results without the key: one sample
+    # results without the keys: one sample; without rank_by: ranked by the alignment head (the only ranker then)
+    extra = {"candidates": candidates, "rank_by": rank_by} if candidates > 1 else {}
     return {"score": sum(every) / len(every), "prompts": len(every), "cfg": cfg, **extra, **sampling,
             "per_category": {k: sum(v) / len(v) for k, v in right.items()}}
 
@@ -129,7 +131,8 @@ PARTS = ("vqa", "reconstruction", "retrieval", "generation")
 
 
 def evaluate_all(model: VilaU, quick: bool = False, cfgs: tuple[float, ...] = (1.0, 2.0, 3.0, 5.0),
-                 generation_prompts: int = 300, parts: tuple[str, ...] = PARTS, candidates: int = 1) -> dict:
+                 generation_prompts: int = 300, parts: tuple[str, ...] = PARTS, candidates: int = 1,
+                 rank_by: str = "caption") -> dict:
     """Every held-out measurement (or those named in `parts`). Generation draws `generation_prompts`
     prompts per CFG scale, the same number from each category (300: a standard error of about 0.03)."""
     unknown = sorted(set(parts) - set(PARTS))
@@ -145,7 +148,7 @@ def evaluate_all(model: VilaU, quick: bool = False, cfgs: tuple[float, ...] = (1
         "reconstruction": lambda: evaluate_reconstruction(model, n_images=n),
         "retrieval": lambda: evaluate_retrieval(model, n_images=n),
         "generation": lambda: {str(c): evaluate_generation(model, per_category=per_category, cfg=c,
-                                                          candidates=candidates) for c in cfgs},
+                                                          candidates=candidates, rank_by=rank_by) for c in cfgs},
     }
     return {part: job() for part, job in jobs.items() if part in parts}
 
@@ -168,7 +171,8 @@ def results_markdown(results: dict, title: str = "VILA-U on held-out ShapeWorld"
                          f"{1 + r['edits_per_caption']:.1f} on average) | {r['edits_top1']:.3f} (per edit: {kinds}) |")
     for cfg, g in results.get("generation", {}).items():
         per = ", ".join(f"{k} {v:.2f}" for k, v in g["per_category"].items())
-        best = f", best of {g['candidates']}" if g.get("candidates", 1) > 1 else ""
+        best = (f", best of {g['candidates']} by {g.get('rank_by', 'alignment')}" if g.get("candidates", 1) > 1
+                else "")
         lines.append(f"| generation score cfg {cfg} ({g['prompts']} prompts{best}) | {g['score']:.3f} ({per}) |")
     return "\n".join(lines) + "\n"
 

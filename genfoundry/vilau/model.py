@@ -394,13 +394,16 @@ class VilaU(nn.Module):
                       top_p=top_p, seed=seed)
 
     def generate_image(self, prompt: str, cfg: float = 3.0, seed: int | None = None, top_k: int = 900,
-                       top_p: float = 0.96, temperature: float = 1.0, use_cache: bool = True, candidates: int = 1):
+                       top_p: float = 0.96, temperature: float = 1.0, use_cache: bool = True, candidates: int = 1,
+                       rank_by: str = "caption"):
         """Draw an image for a caption -> PIL image (CFG on every depth, unconditional prompt " ").
-        `candidates` > 1: draw that many and keep the one the tower's alignment head ranks first."""
+        `candidates` > 1: draw that many and keep the one ranked first by `rank_by` ("caption": this
+        model's own likelihood of the caption given the image; "alignment": the tower's alignment head)."""
         from genfoundry.vilau.generate import generate_images
 
         return generate_images(self, prompt, frames=None, cfg=cfg, seed=seed, top_k=top_k, top_p=top_p,
-                               temperature=temperature, use_cache=use_cache, candidates=candidates)[0]
+                               temperature=temperature, use_cache=use_cache, candidates=candidates,
+                               rank_by=rank_by)[0]
 
     def generate_video(self, prompt: str, frames: int | None = None, cfg: float = 3.0, seed: int | None = None,
                        top_k: int = 900, top_p: float = 0.96, temperature: float = 1.0) -> list:
