@@ -94,13 +94,22 @@ def test_resume_continues_from_the_latest_checkpoint(trained, app) -> None:
 
 def test_init_from_a_finished_folder_continues_its_weights(trained, app, tmp_path) -> None:
     """--init-from: every weight of the folder, stage 1 skipped, stage 2 from step 0 (fresh optimizer)."""
+    from genfoundry.vilau.card import _command
+
     source = VilaU.from_pretrained(trained / "model")
     out = tmp_path / "more"
     result = CliRunner().invoke(app, ["train", "vilau", "--out", str(out), "--init-from", str(trained / "model"),
                                       "--llm-steps", "1", "--batch-size", "4", "--warmup-steps", "1",
-                                      "--log-every", "1", "--device", "cpu"])
+                                      "--log-every", "1", "--device", "cpu", "--relation-fraction", "1",
+                                      "--generation-fraction", "0.3", "--qa-fraction", "0.8"])
     assert result.exit_code == 0, result.output
     assert "using the tower of" in result.output and "resumed" not in result.output
+    config = json.loads((out / "train_config.json").read_text())
+    assert (config["mix"]["relation_fraction"], config["mix"]["generation_fraction"], config["mix"]["qa_fraction"]) \
+        == (1.0, 0.3, 0.8)
+    assert f"--init-from {trained / 'model'}" in _command(config)
+    assert "--relation-fraction 1 --generation-fraction 0.3 --qa-fraction 0.8" in _command(config)
+    assert "video-fraction" not in _command(config)  # the default share is left out
     tuned = VilaU.from_pretrained(out / "model")
     for name, value in source.tower.state_dict().items():  # frozen in stage 2
         assert torch.equal(value, tuned.tower.state_dict()[name]), name
@@ -207,14 +216,17 @@ def test_eval_parts_and_generation_prompts(trained, app, tmp_path) -> None:
     (["ask", "IMAGE", "  "], "question is empty"),
     (["ask", "TEXTFILE", "what color is the circle?"], "not an image file"),
     (["ask", "IMAGE", "what color is the circle?", "--model", "/nonexistent/folder"], "cannot find checkpoint"),
+    (["train", "vilau", "--out", "OUT", "--generation-fraction", "1.5", "--device", "cpu"],
+     "generation_fraction must be in [0, 1]"),
 ])
 def test_cli_bad_input(trained, app, tmp_path, args: list[str], message: str) -> None:
     image = tmp_path / "img.png"
     render("a red circle", size=32, seed=0).save(image)
     text = tmp_path / "text.png"
     text.write_text("not pixels")
-    args = [str(image) if a == "IMAGE" else str(text) if a == "TEXTFILE" else a for a in args]
-    if "--model" not in args:
+    args = [str(image) if a == "IMAGE" else str(text) if a == "TEXTFILE" else str(tmp_path / "run") if a == "OUT"
+            else a for a in args]
+    if "--model" not in args and args[0] != "train":
         args += ["--model", str(trained / "model"), "--device", "cpu"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code != 0

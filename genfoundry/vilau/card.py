@@ -8,6 +8,7 @@ import shlex
 from pathlib import Path
 
 from genfoundry import hub
+from genfoundry.vilau.data import MixConfig
 
 
 def _stage_rows(log_path: Path) -> list[str]:
@@ -48,6 +49,12 @@ def _command(config: dict) -> str:
         args += ["--align-image-head", config["align_image_head"]]
     if config.get("ema_decay"):
         args += ["--ema-decay", f"{config['ema_decay']:g}"]
+    if config.get("init_from"):
+        args += ["--init-from", config["init_from"]]
+    defaults, mix = MixConfig(), config.get("mix") or {}
+    for key in ("video_fraction", "relation_fraction", "generation_fraction", "qa_fraction"):  # the CLI's shares
+        if mix.get(key) is not None and mix[key] != getattr(defaults, key):
+            args += [f"--{key.replace('_', '-')}", f"{mix[key]:g}"]
     return " ".join(shlex.quote(a) for a in args)
 
 

@@ -202,6 +202,8 @@ def train_vilau_command(
     video_fraction: float = typer.Option(0.05, help="Fraction of stage-2 batches made of moving-shape clips."),
     relation_fraction: Optional[float] = typer.Option(
         None, help="Share of relation questions among those asked about scenes that have them (default: uniform)."),
+    generation_fraction: float = typer.Option(0.4, help="Share of stage-2 samples that are [text, image] (loss on codes)."),
+    qa_fraction: float = typer.Option(0.75, help="Share of [image, text] samples that are a question (else the caption)."),
 ) -> None:
     """Train VILA-U on ShapeWorld (resumes from the latest checkpoint in --out; torchrun for DDP)."""
     from genfoundry import hub
@@ -223,7 +225,8 @@ def train_vilau_command(
             align_train_text=align_train_text,
             max_seconds_tower=max_minutes_tower * 60 if max_minutes_tower else None,
             max_seconds_llm=max_minutes_llm * 60 if max_minutes_llm else None,
-            mix=MixConfig(video_fraction=video_fraction, relation_fraction=relation_fraction),
+            mix=MixConfig(video_fraction=video_fraction, relation_fraction=relation_fraction,
+                          generation_fraction=generation_fraction, qa_fraction=qa_fraction),
         )
     except ValueError as err:
         raise typer.BadParameter(str(err)) from None
