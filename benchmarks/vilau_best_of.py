@@ -63,9 +63,6 @@ def main() -> None:
     parser.add_argument("--rankers", default="caption,alignment", help="comma-separated generate.RANKERS names")
     args = parser.parse_args()
     pairs = model_pairs(parser, args.models)
-    rankers = [r.strip() for r in args.rankers.split(",") if r.strip()]
-    if not rankers or any(r not in ("caption", "alignment") for r in rankers):
-        parser.error(f"--rankers takes names from caption, alignment; got {args.rankers!r}")
     if args.candidates < 1 or args.per_category < 1 or args.chunk < 1:
         parser.error("--candidates, --per-category and --chunk must be >= 1")
 
@@ -74,6 +71,9 @@ def main() -> None:
     from genfoundry.vilau.generate import RANKERS, generate_codes
     from genfoundry.vilau.model import VilaU, VilaUConfig
 
+    rankers = [r.strip() for r in args.rankers.split(",") if r.strip()]
+    if not rankers or any(r not in RANKERS for r in rankers):
+        parser.error(f"--rankers takes names from {', '.join(RANKERS)}; got {args.rankers!r}")
     if args.quick:
         torch.manual_seed(0)
         drawer, per_category, n_max = VilaU(VilaUConfig.tiny()).eval(), 1, min(args.candidates, 2)

@@ -7,6 +7,7 @@ import random
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from genfoundry.vilau.model import UNCONDITIONAL_PROMPT, Segment, VilaU
@@ -228,10 +229,9 @@ def caption_log_likelihoods(model: VilaU, codes: torch.Tensor, prompts: list[str
         batch = model.collate(seqs).to(model.device)
         emb = model.embed_inputs(batch.input_ids, batch.image_codes, batch.image_mask)
         hidden = model.llm.model(inputs_embeds=emb, attention_mask=batch.attention_mask).last_hidden_state
-        logp = model.llm.lm_head(hidden[:, :-1]).float().log_softmax(-1)
-        labels = batch.text_labels[:, 1:]
-        taken = logp.gather(-1, labels.clamp(min=0)[..., None])[..., 0]
-        out.append((taken * (labels != -100)).sum(1).cpu())
+        logits = model.llm.lm_head(hidden[:, :-1]).float()
+        nll = F.cross_entropy(logits.transpose(1, 2), batch.text_labels[:, 1:], reduction="none")  # 0 at -100
+        out.append(-nll.sum(1).cpu())
     return torch.cat(out)
 
 
