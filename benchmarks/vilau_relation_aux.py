@@ -43,7 +43,7 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.vilau_relation_probe import accuracy, relation_items, tokenize
+from benchmarks.vilau_relation_probe import accuracy, load_base, relation_data
 
 ARMS = ("answer", "answer+where")
 
@@ -144,23 +144,11 @@ def main() -> None:
         parser.error(f"--arms takes names from {', '.join(ARMS)}, got {args.arms!r}")
 
     from genfoundry import hub
-    from genfoundry.vilau.model import VilaU, VilaUConfig
 
-    if args.quick:
-        torch.manual_seed(0)
-        base = VilaU(VilaUConfig.tiny()).to(args.device)
-        args.steps, args.test, args.eval_every = 4, 16, 2
-    else:
-        base = VilaU.from_pretrained(args.model, device=args.device)
+    base = load_base(args)
     if not 0 <= args.aux_layer <= base.llm.config.num_hidden_layers:
         parser.error(f"--aux-layer must be in [0, {base.llm.config.num_hidden_layers}], got {args.aux_layer}")
-    base.tower.eval().requires_grad_(False)
-    base.depth_transformer.requires_grad_(False)
-    size = base.config.tower.image_size
-    pool = min(args.steps * args.batch_size, args.max_scenes)
-    train_items = relation_items(1000 + args.seed, pool, size)
-    test_items = relation_items(7919, args.test, size)
-    train_codes, test_codes = tokenize(base, train_items), tokenize(base, test_items)
+    pool, train_items, train_codes, test_items, test_codes = relation_data(base, args)
     results = [run_arm(base, name, train_items, train_codes, test_items, test_codes, args) for name in arms]
     result = {"device": "cpu" if base.device.type == "cpu" else torch.cuda.get_device_name(),
               "model": "random-tiny" if args.quick else args.model, "steps": args.steps,

@@ -112,6 +112,32 @@ def tokenize(model, items, batch_size: int = 128) -> torch.Tensor:
     return torch.cat(out)
 
 
+def load_base(args):
+    """The model to fine-tune (`--quick`: a random tiny one, and a few steps), tower and depth transformer
+    frozen."""
+    from genfoundry.vilau.model import VilaU, VilaUConfig
+
+    if args.quick:
+        torch.manual_seed(0)
+        base = VilaU(VilaUConfig.tiny()).to(args.device)
+        args.steps, args.test, args.eval_every = 4, 16, 2
+    else:
+        base = VilaU.from_pretrained(args.model, device=args.device)
+    base.tower.eval().requires_grad_(False)
+    base.depth_transformer.requires_grad_(False)
+    return base
+
+
+def relation_data(base, args):
+    """(pool size, train items, their codes, test items, their codes): long runs cycle through a pool of
+    scenes (rendering and tokenizing them is CPU work); the test scenes come from another stream."""
+    size = base.config.tower.image_size
+    pool = min(args.steps * args.batch_size, args.max_scenes)
+    train_items = relation_items(1000 + args.seed, pool, size)
+    test_items = relation_items(7919, args.test, size)
+    return pool, train_items, tokenize(base, train_items), test_items, tokenize(base, test_items)
+
+
 def run_arm(base, name: str, train_items, train_codes, test_items, test_codes, args) -> dict:
     torch.manual_seed(args.seed)
     model = copy.deepcopy(base)
@@ -157,22 +183,9 @@ def main() -> None:
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
     from genfoundry import hub
-    from genfoundry.vilau.model import VilaU, VilaUConfig
 
-    if args.quick:
-        torch.manual_seed(0)
-        base = VilaU(VilaUConfig.tiny()).to(args.device)
-        args.steps, args.test, args.eval_every = 4, 16, 2
-    else:
-        base = VilaU.from_pretrained(args.model, device=args.device)
-    base.tower.eval().requires_grad_(False)
-    base.depth_transformer.requires_grad_(False)
-    size = base.config.tower.image_size
-    # long runs cycle through a pool of scenes (rendering and tokenizing them is CPU work)
-    pool = min(args.steps * args.batch_size, args.max_scenes)
-    train_items = relation_items(1000 + args.seed, pool, size)
-    test_items = relation_items(7919, args.test, size)  # another stream: held-out scenes
-    train_codes, test_codes = tokenize(base, train_items), tokenize(base, test_items)
+    base = load_base(args)
+    pool, train_items, train_codes, test_items, test_codes = relation_data(base, args)
     arms = [run_arm(base, name, train_items, train_codes, test_items, test_codes, args)
             for name in ("raster", "raster+2d")]
     result = {"device": torch.cuda.get_device_name() if base.device.type == "cuda" else "cpu",
