@@ -4,12 +4,14 @@ One model draws N candidates for every validation prompt (seed 7919: neither a t
 the held-out evaluation's), in the order `generate_codes(..., candidates=N)` draws them (each prompt
 repeated N times in one batch). Each scoring model (`--models LABEL=FOLDER`) ranks a prompt's first n
 candidates with each of `generate.RANKERS` (`--rankers`): "alignment", its vision tower's
-text-alignment head (`alignment_scores`), and "caption", its LLM's likelihood of the caption given the
-image (`caption_log_likelihoods`); the detector of `genfoundry.shapes.evaluate` judges the kept image. Also reported: the first draw alone (n = 1, what
+text-alignment head (`alignment_scores`); "caption", its LLM's likelihood of the caption given the
+image (`caption_log_likelihoods`); "answers", its likelihood of the answers the caption implies to
+questions about the image (`answer_log_likelihoods`); "caption+answers", the sum of the two; the detector of `genfoundry.shapes.evaluate` judges the kept image. Also reported: the first draw alone (n = 1, what
 `candidates=1` gives), the oracle (any of the n is right: the ceiling of any ranking) and the time to
 draw N images per prompt against one.
 
     python benchmarks/vilau_best_of.py --models shipped=vila-u-shapes hard=runs/x/model
+    python benchmarks/vilau_best_of.py --rankers caption,alignment,answers,caption+answers --name vilau_best_of_answers
     python benchmarks/vilau_best_of.py --quick            # random tiny model, a smoke test
 
 Writes benchmarks/results/NAME{,_quick}.{json,md}.
@@ -60,7 +62,7 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=25, help="prompts per decoding batch (times N rows)")
     parser.add_argument("--cfg", type=float, default=3.0)
     parser.add_argument("--seed", type=int, default=VALIDATION_SEED)
-    parser.add_argument("--rankers", default="caption,alignment", help="comma-separated generate.RANKERS names")
+    parser.add_argument("--rankers", default="caption+answers,caption,alignment", help="comma-separated generate.RANKERS names")
     args = parser.parse_args()
     pairs = model_pairs(parser, args.models)
     if args.candidates < 1 or args.per_category < 1 or args.chunk < 1:
@@ -122,7 +124,8 @@ def main() -> None:
           (f"Drawn by {result['draw']} at cfg {args.cfg} (top-k 900, top-p 0.96), {len(prompts)} validation prompts "
            f"(seed {args.seed}), {n_max} candidates each, CPU. Each scoring model keeps the best of the first n by "
            f"each ranker (alignment: its tower's text-alignment head; caption: its LLM's likelihood of the "
-           f"caption given the image); the shapes detector judges the kept image."), "",
+           f"caption given the image; answers: its likelihood of the answers the caption implies to "
+           f"questions about the image; caption+answers: the sum); the shapes detector judges the kept image."), "",
           "| scored by | n | score | " + " | ".join(cats) + " |",
           "| --- | ---: | ---: | " + " | ".join("---:" for _ in cats) + " |"]
     md += [f"| {r['label']} | {r['n']} | {r['score']:.3f} | " + " | ".join(f"{r['per_category'][c]:.2f}" for c in cats)

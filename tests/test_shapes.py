@@ -6,7 +6,8 @@ import torch
 from PIL import Image, ImageFilter
 
 from genfoundry.shapes import (
-    CATEGORIES, COLORS, RELATIONS, SHAPES, CaptionError, ShapesDataset, caption_edits, collate, detect, evaluate,
+    CATEGORIES, COLORS, RELATIONS, SHAPES, CaptionError, ShapesDataset, caption_edits, caption_questions, collate,
+    detect, evaluate,
     format_caption, parse_caption, questions, relation_holds, render, render_scene, sample_caption, sample_scene,
     vocabulary, write_split,
 )
@@ -187,6 +188,29 @@ def test_questions_have_unique_one_word_answers():
             if q.startswith("how many") and q.split()[2].rstrip("s") in SHAPES:
                 n = sum(o.shape == q.split()[2][:-1] for o in scene.objects)
                 assert a == ["one", "two", "three", "four"][n - 1]
+
+
+def test_caption_questions_are_answered_alike_by_every_scene_of_the_caption():
+    """What a caption implies agrees with the questions of scenes drawn for it (those only leave out
+    relations within 2 px of their threshold), and the kind questions are exactly the scene's."""
+    relations_checked = 0
+    for i in range(300):
+        scene = sample_scene(random.Random(i))
+        asked = dict(questions(scene))
+        implied = caption_questions(scene.caption)
+        for q, a in implied:
+            assert q in asked or q.startswith("is the "), (scene.caption, q)
+            if q in asked:
+                assert asked[q] == a, (scene.caption, q, a)
+                relations_checked += q.startswith("is the ")
+        assert ([p for p in implied if not p[0].startswith("is the ")]
+                == [p for p in questions(scene) if not p[0].startswith("is the ")])
+        if scene.category == "position":
+            assert [a for q, a in implied if q.startswith("is the ")] == ["yes", "no", "no"]
+    assert relations_checked > 50
+    assert ("is there a blue square?", "yes") in caption_questions("two blue squares")
+    with pytest.raises(CaptionError, match="unknown"):
+        caption_questions("a big circle")
 
 
 def test_dataset_deterministic_and_collates(tmp_path):

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from genfoundry.shapes import render
 from genfoundry.vilau import DepthConfig, DepthTransformer, ResidualQuantizer, VilaU, VilaUConfig
 from genfoundry.vilau.generate import (
-    RANKERS, DecodeStream, Sampling, caption_log_likelihoods, filter_logits, generate_codes, sample_codes,
+    DEFAULT_RANKER, RANKERS, DecodeStream, Sampling, answer_log_likelihoods, caption_and_answer_log_likelihoods,
+    caption_log_likelihoods, filter_logits, generate_codes, sample_codes,
 )
 
 
@@ -265,7 +266,7 @@ def test_siglip_vision_tower_shape() -> None:
         TowerConfig(encoder="siglip")
 
 
-@pytest.mark.parametrize("rank_by", ["caption", "alignment"])
+@pytest.mark.parametrize("rank_by", list(RANKERS))
 def test_best_of_candidates_keeps_the_rankers_choice(model: VilaU, rank_by: str) -> None:
     prompts = ["a red circle", "two blue squares"]
     best = generate_codes(model, prompts, seed=11, candidates=3, rank_by=rank_by)
@@ -280,8 +281,16 @@ def test_best_of_candidates_keeps_the_rankers_choice(model: VilaU, rank_by: str)
         generate_codes(model, prompts, candidates=0)
     with pytest.raises(ValueError, match="images only"):
         generate_codes(model, prompts, frames=2, candidates=2)
-    with pytest.raises(ValueError, match="rank_by must be one of caption, alignment"):
+    with pytest.raises(ValueError, match="rank_by must be one of caption\\+answers, caption, answers, alignment"):
         generate_codes(model, prompts, candidates=2, rank_by="clip")
+
+
+def random_codes_and_captions(model: VilaU, seed: int) -> tuple[torch.Tensor, list[str]]:
+    """Three images of random codes and three captions (one, counting, a relation) to score them by."""
+    torch.manual_seed(seed)
+    g, d, k = model.config.tower.grid, model.config.tower.depth, model.config.tower.codebook_size
+    return (torch.randint(0, k, (3, g, g, d)),
+            ["a red circle", "two blue squares", "a green triangle to the left of a red circle"])
 
 
 def test_caption_log_likelihood_is_the_captioning_loss(model: VilaU) -> None:
@@ -289,10 +298,7 @@ def test_caption_log_likelihood_is_the_captioning_loss(model: VilaU) -> None:
     VilaU.forward (the training loss) gives its [image, caption <eos>] sequence alone."""
     from genfoundry.vilau.model import Segment
 
-    torch.manual_seed(3)
-    g, d, k = model.config.tower.grid, model.config.tower.depth, model.config.tower.codebook_size
-    codes = torch.randint(0, k, (3, g, g, d))
-    captions = ["a red circle", "two blue squares", "a green triangle to the left of a red circle"]
+    codes, captions = random_codes_and_captions(model, seed=3)
     got = caption_log_likelihoods(model, codes, captions, reencode=False, batch_size=2)
     eos = model.tokenizer.eos_token_id
     for c, caption, value in zip(codes, captions, got):
@@ -307,3 +313,35 @@ def test_caption_log_likelihood_is_the_captioning_loss(model: VilaU) -> None:
                           caption_log_likelihoods(model, again, captions, reencode=False), atol=1e-5)
     with pytest.raises(ValueError, match="one caption per image"):
         caption_log_likelihoods(model, codes, captions[:2])
+
+
+def test_answer_log_likelihood_is_the_vqa_loss_over_the_captions_questions(model: VilaU) -> None:
+    """Each image's score is minus the summed answer cross-entropy that VilaU.forward (the VQA training
+    loss) gives each [image, question, answer <eos>] of its caption's questions, summed; the default
+    ranker adds the caption likelihood; captions outside the grammar get a clear error (or 0)."""
+    from genfoundry.shapes import caption_questions
+    from genfoundry.vilau.model import Segment
+
+    codes, captions = random_codes_and_captions(model, seed=4)
+    got = answer_log_likelihoods(model, codes, captions, reencode=False, batch_size=5)
+    eos = model.tokenizer.eos_token_id
+    for c, caption, value in zip(codes, captions, got):
+        expected = 0.0
+        for q, a in caption_questions(caption):
+            tokens = model.text_ids(a) + [eos]
+            seq = model.build_sequence([Segment("image", c), Segment("text", model.text_ids(q)),
+                                        Segment("text", tokens, train=True)])
+            with torch.no_grad():
+                expected -= model(model.collate([seq]))["text_loss"].item() * len(tokens)
+        assert value.item() == pytest.approx(expected, rel=1e-4, abs=1e-4)
+    both = caption_and_answer_log_likelihoods(model, codes, captions)
+    assert torch.allclose(both, caption_log_likelihoods(model, codes, captions)
+                          + answer_log_likelihoods(model, codes, captions), atol=1e-4)
+    assert RANKERS[DEFAULT_RANKER] is caption_and_answer_log_likelihoods
+    odd = ["a red circle", "red circle"]  # the second is in the vocabulary but outside the caption grammar
+    with pytest.raises(ValueError, match="needs ShapeWorld captions"):
+        answer_log_likelihoods(model, codes[:2], odd)
+    assert answer_log_likelihoods(model, codes[:2], odd, strict=False)[1] == 0
+    with pytest.raises(ValueError, match="rank_by='answers' needs ShapeWorld captions"):
+        generate_codes(model, odd, candidates=2, rank_by="answers")
+    assert generate_codes(model, odd, seed=1, candidates=2).shape[0] == 2  # the default falls back to the caption

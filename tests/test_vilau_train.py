@@ -150,7 +150,7 @@ def test_cli_ask_and_imagine(trained, app, tmp_path) -> None:
         "a red circle", seed=1, candidates=3, rank_by="alignment").tobytes()
     result = runner.invoke(app, ["imagine", "a red circle", "-o", str(best), "--rank-by", "clip",
                                  "--model", model, "--device", "cpu"])
-    assert result.exit_code != 0 and "rank_by must be one of caption, alignment" in " ".join(
+    assert result.exit_code != 0 and "rank_by must be one of caption+answers, caption, answers, alignment" in " ".join(
         result.output.replace("│", " ").split())
     result = runner.invoke(app, ["imagine", "a red circle", "-o", str(best), "--frames", "2", "--candidates", "2",
                                  "--model", model, "--device", "cpu"])
@@ -202,8 +202,8 @@ def test_eval_parts_and_generation_prompts(trained, app, tmp_path) -> None:
                                       "--device", "cpu"])
     assert result.exit_code == 0, result.output
     generation = json.loads(out.read_text())["generation"]["3.0"]
-    assert generation["candidates"] == 2 and generation["rank_by"] == "caption"
-    assert "generation score cfg 3.0 (5 prompts, best of 2 by caption)" in out.with_suffix(".md").read_text()
+    assert generation["candidates"] == 2 and generation["rank_by"] == "caption+answers"
+    assert "generation score cfg 3.0 (5 prompts, best of 2 by caption+answers)" in out.with_suffix(".md").read_text()
     for args, message in ((["--gen-prompts", "12"], "multiple of 5"), (["--parts", "vqa,speed"], "unknown evaluation part"),
                           (["--card", str(trained)], "needs every measurement")):
         bad = CliRunner().invoke(app, ["eval", "vilau", "--model", str(trained / "model"), "--parts", "generation",

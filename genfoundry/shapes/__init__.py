@@ -5,7 +5,7 @@ from genfoundry.shapes.detect import Detection, detect, evaluate
 from genfoundry.shapes.grammar import (
     CaptionError, CaptionSpec, ObjectSpec, caption_edits, format_caption, parse_caption, sample_caption,
 )
-from genfoundry.shapes.qa import questions
+from genfoundry.shapes.qa import caption_questions, questions
 from genfoundry.shapes.render import render, render_scene, sample_scene
 from genfoundry.shapes.world import (
     CATEGORIES, COLORS, NUMBER_WORDS, RELATIONS, SHAPES, Obj, Scene, check_size, relation_holds,
@@ -22,7 +22,7 @@ def vocabulary() -> list[str]:
 
 __all__ = [
     "CATEGORIES", "COLORS", "NUMBER_WORDS", "RELATIONS", "SHAPES", "CaptionError", "CaptionSpec", "Detection",
-    "Obj", "ObjectSpec", "Scene", "ShapesDataset", "caption_edits", "check_size", "collate", "detect", "evaluate",
-    "format_caption", "image_to_tensor", "parse_caption", "questions", "relation_holds", "render",
+    "Obj", "ObjectSpec", "Scene", "ShapesDataset", "caption_edits", "caption_questions", "check_size", "collate",
+    "detect", "evaluate", "format_caption", "image_to_tensor", "parse_caption", "questions", "relation_holds", "render",
     "render_scene", "sample_caption", "sample_scene", "tensor_to_image", "vocabulary", "write_split",
 ]

@@ -65,11 +65,14 @@ def ask_command(
     typer.echo(text)
 
 
-# Best of 8 by the model's own caption likelihood: 0.770 on validation prompts against 0.505 for one draw
-# and 0.780 for best of 16 at twice the drawing (benchmarks/results/vilau_best_of.md).
+# Best of 8 by the model's own caption and answer likelihoods: 0.770 on validation prompts against 0.505 for
+# one draw (benchmarks/results/vilau_best_of_answers.md); 16 added 0.01 by caption likelihood at twice the
+# drawing (benchmarks/results/vilau_best_of.md).
 IMAGINE_CANDIDATES = 8
-RANK_HELP = ("How to pick among candidates: 'caption' (this model's own likelihood of the caption given "
-             "the image) or 'alignment' (the vision tower's text-alignment head).")
+DEFAULT_RANKER = "caption+answers"  # generate.DEFAULT_RANKER, named here so the CLI starts without torch
+RANK_HELP = ("How to pick among candidates: 'caption+answers' (this model's own likelihood of the caption "
+             "given the image, plus that of the answers the caption implies to questions about the image), "
+             "'caption' or 'answers' alone, or 'alignment' (the vision tower's text-alignment head).")
 
 
 def imagine_command(
@@ -84,7 +87,7 @@ def imagine_command(
     candidates: Optional[int] = typer.Option(
         None, min=1, help="Draw this many images (decoded together) and keep the best by --rank-by; "
                           "default 8 for an image (1 = the plain sample). Images only."),
-    rank_by: str = typer.Option("caption", help=RANK_HELP),
+    rank_by: str = typer.Option(DEFAULT_RANKER, help=RANK_HELP),
     model: str = typer.Option("vila-u-shapes", help="Zoo name or VILA-U folder."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
 ) -> None:
@@ -124,7 +127,7 @@ def eval_vilau_command(
     parts: str = typer.Option("vqa,reconstruction,retrieval,generation", help="Which measurements to run."),
     candidates: int = typer.Option(1, min=1, help="Generation: images drawn per prompt, the best by "
                                                   "--rank-by kept (1 = the plain sample)."),
-    rank_by: str = typer.Option("caption", help=RANK_HELP),
+    rank_by: str = typer.Option(DEFAULT_RANKER, help=RANK_HELP),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     card: Optional[Path] = typer.Option(None, help="Training run folder: write the model card (README.md) "
                                                    "into the model folder from its config, log and these results."),

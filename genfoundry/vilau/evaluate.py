@@ -12,7 +12,7 @@ import torch
 from genfoundry import hub
 from genfoundry.shapes import CATEGORIES, ShapesDataset, caption_edits, evaluate, sample_scene
 from genfoundry.vilau.data import question_type
-from genfoundry.vilau.generate import answer_batch, generate_images
+from genfoundry.vilau.generate import DEFAULT_RANKER, answer_batch, generate_images
 from genfoundry.vilau.model import VilaU
 
 HELD_OUT_SEED = 999_983  # training streams use seeds < 1_000 * (seed + 1); this one is never trained on
@@ -46,7 +46,7 @@ def evaluate_vqa(model: VilaU, n_images: int = 100, per_image: int = 3, batch_si
 
 @torch.no_grad()
 def evaluate_generation(model: VilaU, per_category: int = 10, cfg: float = 3.0, batch_size: int = 50,
-                        seed: int = HELD_OUT_SEED, candidates: int = 1, rank_by: str = "caption",
+                        seed: int = HELD_OUT_SEED, candidates: int = 1, rank_by: str = DEFAULT_RANKER,
                         **sampling) -> dict:
     """GenEval-style score of images drawn for prompts sampled per category; `sampling`: temperature,
     top_k, top_p for generate_images (default: the official VILA-U settings); `candidates`: images drawn
@@ -132,7 +132,7 @@ PARTS = ("vqa", "reconstruction", "retrieval", "generation")
 
 def evaluate_all(model: VilaU, quick: bool = False, cfgs: tuple[float, ...] = (1.0, 2.0, 3.0, 5.0),
                  generation_prompts: int = 300, parts: tuple[str, ...] = PARTS, candidates: int = 1,
-                 rank_by: str = "caption") -> dict:
+                 rank_by: str = DEFAULT_RANKER) -> dict:
     """Every held-out measurement (or those named in `parts`). Generation draws `generation_prompts`
     prompts per CFG scale, the same number from each category (300: a standard error of about 0.03)."""
     unknown = sorted(set(parts) - set(PARTS))

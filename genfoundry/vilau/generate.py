@@ -164,13 +164,15 @@ def sample_codes(model: VilaU, hidden: torch.Tensor, cfg: float | None, sampling
 def generate_codes(model: VilaU, prompt: str | list[str], frames: int | None = None, cfg: float = 3.0,
                    seed: int | None = None, top_k: int | None = 900, top_p: float | None = 0.96,
                    temperature: float = 1.0, use_cache: bool = True, progress: bool = False,
-                   backend: str | None = None, candidates: int = 1, rank_by: str = "caption") -> torch.Tensor:
+                   backend: str | None = None, candidates: int = 1, rank_by: str = "caption+answers") -> torch.Tensor:
     """Caption(s) -> codes [B, frames or 1, h, w, D] (one image each when `frames` is None).
     `backend`: the LLM decoding path (see DecodeStream; None = the lean decoder where it applies).
     `candidates` > 1 (images only): draw that many images per caption, decoded together as one batch,
-    and keep the best by `rank_by`: "caption", the model's own likelihood of the caption given the image
-    (`caption_log_likelihoods`), or "alignment", the vision tower's text-alignment head
-    (`alignment_scores`); 1 keeps the first draw, exactly what the same seed gave before."""
+    and keep the best by `rank_by` (see RANKERS): "caption+answers" (the default), the model's own
+    likelihood of the caption given the image plus that of the answers the caption implies
+    (`caption_and_answer_log_likelihoods`); "caption" or "answers", either alone; "alignment", the vision
+    tower's text-alignment head (`alignment_scores`). 1 keeps the first draw, exactly what the same seed
+    gave before."""
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
     if not prompts or any(not isinstance(p, str) or not p.strip() for p in prompts):
         raise ValueError("prompt is empty; give a caption such as 'a red circle' (use cfg=0 for unconditional)")
@@ -180,6 +182,14 @@ def generate_codes(model: VilaU, prompt: str | list[str], frames: int | None = N
         raise ValueError("candidates > 1 applies to images only: the rankers score single images, not clips")
     if rank_by not in RANKERS:
         raise ValueError(f"rank_by must be one of {', '.join(RANKERS)}, got {rank_by!r}")
+    if candidates > 1 and rank_by == "answers":  # before drawing: the ranker needs ShapeWorld captions
+        from genfoundry.shapes.grammar import CaptionError, parse_caption
+
+        for p in prompts:
+            try:
+                parse_caption(p)
+            except CaptionError as err:
+                raise ValueError(f"rank_by='answers' needs ShapeWorld captions: {err}") from None
     cfg = check_cfg(cfg)
     sampling = Sampling(temperature, top_k, top_p)
     if frames is not None and (not isinstance(frames, int) or isinstance(frames, bool) or frames < 1):
@@ -207,25 +217,23 @@ def alignment_scores(model: VilaU, codes: torch.Tensor, prompts: list[str]) -> t
     return (image * text).sum(-1).float()
 
 
-@torch.no_grad()
-def caption_log_likelihoods(model: VilaU, codes: torch.Tensor, prompts: list[str], reencode: bool = True,
-                            batch_size: int = 64) -> torch.Tensor:
-    """How likely the model itself finds each caption given its image, [B]: the summed log-probability of
-    the caption's tokens and <eos> after the image, exactly the [image, caption] sequence the captioning
-    loss trains on. `reencode`: decode the codes [B, h, w, D] to pixels and tokenize them again first, so
-    the LLM reads the image as drawn (the codes a user asking about it would give)."""
-    if codes.ndim != 4 or len(codes) != len(prompts):
-        raise ValueError(f"need codes [B, h, w, D] and one caption per image, got {tuple(codes.shape)} and "
-                         f"{len(prompts)} captions")
-    model.eval()
-    eos = model.tokenizer.eos_token_id
+def _reencoded(model: VilaU, codes: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """codes [B, h, w, D] -> the codes of their decoded images, tokenized again (what the LLM reads when
+    a user asks about the image as drawn)."""
+    tower = model.tower.eval()
+    return torch.cat([tower.tokenize(tower.detokenize(codes[i:i + batch_size].to(model.device))).cpu()
+                      for i in range(0, len(codes), batch_size)])
+
+
+def _text_log_likelihoods(model: VilaU, codes: torch.Tensor, contexts: list[list[int]],
+                          targets: list[list[int]], batch_size: int) -> torch.Tensor:
+    """Per row: the summed log-probability of the `targets` token ids after [image codes, `contexts` ids]."""
     out = []
-    for i in range(0, len(prompts), batch_size):
-        chunk = codes[i:i + batch_size].to(model.device)
-        if reencode:
-            chunk = model.tower.eval().tokenize(model.tower.detokenize(chunk))
-        seqs = [model.build_sequence([Segment("image", c), Segment("text", model.text_ids(p) + [eos], train=True)])
-                for c, p in zip(chunk.cpu(), prompts[i:i + batch_size])]
+    for i in range(0, len(targets), batch_size):
+        seqs = []
+        for c, context, target in zip(codes[i:i + batch_size], contexts[i:i + batch_size], targets[i:i + batch_size]):
+            segments = [Segment("image", c)] + ([Segment("text", context)] if context else [])
+            seqs.append(model.build_sequence(segments + [Segment("text", target, train=True)]))
         batch = model.collate(seqs).to(model.device)
         emb = model.embed_inputs(batch.input_ids, batch.image_codes, batch.image_mask)
         hidden = model.llm.model(inputs_embeds=emb, attention_mask=batch.attention_mask).last_hidden_state
@@ -235,10 +243,80 @@ def caption_log_likelihoods(model: VilaU, codes: torch.Tensor, prompts: list[str
     return torch.cat(out)
 
 
+def _check_codes(codes: torch.Tensor, prompts: list[str]) -> None:
+    if codes.ndim != 4 or len(codes) != len(prompts):
+        raise ValueError(f"need codes [B, h, w, D] and one caption per image, got {tuple(codes.shape)} and "
+                         f"{len(prompts)} captions")
+
+
+@torch.no_grad()
+def caption_log_likelihoods(model: VilaU, codes: torch.Tensor, prompts: list[str], reencode: bool = True,
+                            batch_size: int = 64) -> torch.Tensor:
+    """How likely the model itself finds each caption given its image, [B]: the summed log-probability of
+    the caption's tokens and <eos> after the image, exactly the [image, caption] sequence the captioning
+    loss trains on. `reencode`: decode the codes [B, h, w, D] to pixels and tokenize them again first, so
+    the LLM reads the image as drawn (the codes a user asking about it would give)."""
+    _check_codes(codes, prompts)
+    model.eval()
+    if reencode:
+        codes = _reencoded(model, codes, batch_size)
+    eos = model.tokenizer.eos_token_id
+    return _text_log_likelihoods(model, codes.cpu(), [[] for _ in prompts],
+                                 [model.text_ids(p) + [eos] for p in prompts], batch_size)
+
+
+@torch.no_grad()
+def answer_log_likelihoods(model: VilaU, codes: torch.Tensor, prompts: list[str], reencode: bool = True,
+                           batch_size: int = 64, strict: bool = True) -> torch.Tensor:
+    """How sure the model itself is that each image shows its caption, asked the caption's questions
+    [B]: the summed log-probability, over `genfoundry.shapes.caption_questions(caption)` (colours,
+    shapes, counts, existence and the relation: what any image of the caption must answer), of the
+    expected answer and <eos> after [image, question], the sequences its VQA loss trains on. ShapeWorld
+    captions only: a clear error for any other, or with `strict=False` a score of 0 (no question to
+    ask); `reencode` as in `caption_log_likelihoods`."""
+    from genfoundry.shapes.grammar import CaptionError
+    from genfoundry.shapes.qa import caption_questions
+
+    _check_codes(codes, prompts)
+    asked = []
+    for p in prompts:
+        try:
+            asked.append(caption_questions(p))
+        except CaptionError as err:
+            if strict:
+                raise ValueError(f"ranking by the model's answers needs ShapeWorld captions: {err}") from None
+            asked.append([])
+    if not any(asked):
+        return torch.zeros(len(prompts))
+    model.eval()
+    if reencode:
+        codes = _reencoded(model, codes, batch_size)
+    eos = model.tokenizer.eos_token_id
+    image = [i for i, qa in enumerate(asked) for _ in qa]
+    pairs = [pair for qa in asked for pair in qa]
+    scores = _text_log_likelihoods(model, codes.cpu()[image], [model.text_ids(q) for q, _ in pairs],
+                                   [model.text_ids(a) + [eos] for _, a in pairs], batch_size)
+    return torch.zeros(len(prompts)).index_add_(0, torch.tensor(image), scores)
+
+
 # How generate_codes ranks candidates: name -> scorer(model, codes [B, h, w, D], captions) -> [B], higher
-# is better. Best of 8 on 200 validation prompts: caption 0.770, alignment 0.705, the first draw 0.505
-# (benchmarks/results/vilau_best_of.md).
-RANKERS = {"caption": caption_log_likelihoods, "alignment": alignment_scores}
+# is better. Best of 8 on 200 validation prompts (benchmarks/results/vilau_best_of_answers.md): caption +
+# answers 0.770, answers 0.765, caption 0.725, alignment 0.720, the first draw 0.505.
+@torch.no_grad()
+def caption_and_answer_log_likelihoods(model: VilaU, codes: torch.Tensor, prompts: list[str],
+                                       batch_size: int = 64) -> torch.Tensor:
+    """The model's log-likelihood of the caption plus that of the caption's answers, [B]: how sure it
+    is, read as one sum of log-probabilities, that the image shows the caption. A caption outside the
+    ShapeWorld grammar has no questions, so it is scored by its likelihood alone."""
+    _check_codes(codes, prompts)
+    codes = _reencoded(model.eval(), codes, batch_size)  # once for both
+    return (caption_log_likelihoods(model, codes, prompts, reencode=False, batch_size=batch_size)
+            + answer_log_likelihoods(model, codes, prompts, reencode=False, batch_size=batch_size, strict=False))
+
+
+RANKERS = {"caption+answers": caption_and_answer_log_likelihoods, "caption": caption_log_likelihoods,
+           "answers": answer_log_likelihoods, "alignment": alignment_scores}
+DEFAULT_RANKER = "caption+answers"
 
 
 def _decode_codes(model: VilaU, prompts: list[str], frames: int | None, cfg: float, generator: torch.Generator,

@@ -395,10 +395,11 @@ class VilaU(nn.Module):
 
     def generate_image(self, prompt: str, cfg: float = 3.0, seed: int | None = None, top_k: int = 900,
                        top_p: float = 0.96, temperature: float = 1.0, use_cache: bool = True, candidates: int = 1,
-                       rank_by: str = "caption"):
+                       rank_by: str = "caption+answers"):
         """Draw an image for a caption -> PIL image (CFG on every depth, unconditional prompt " ").
-        `candidates` > 1: draw that many and keep the one ranked first by `rank_by` ("caption": this
-        model's own likelihood of the caption given the image; "alignment": the tower's alignment head)."""
+        `candidates` > 1: draw that many and keep the one ranked first by `rank_by` (see
+        genfoundry.vilau.generate.RANKERS; "caption+answers": this model's own likelihood of the caption
+        given the image plus that of the answers the caption implies)."""
         from genfoundry.vilau.generate import generate_images
 
         return generate_images(self, prompt, frames=None, cfg=cfg, seed=seed, top_k=top_k, top_p=top_p,
