@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 VALIDATION_SEED = 7919
+MISTAKES_SHOWN = 12
 
 
 def model_pairs(parser: argparse.ArgumentParser, models: list[str]) -> list[tuple[str, str]]:
@@ -95,6 +96,10 @@ def main() -> None:
                   + " | ".join(f"{r['vqa']['per_type'].get(t, float('nan')):.3f}" for t in types)
                   + f" | {r['generation']['score']:.3f} | "
                   + " | ".join(f"{r['generation']['per_category'][c]:.2f}" for c in cats) + " |")
+    for r in rows:  # what went wrong, to read (all of them are in the JSON)
+        shown = r["vqa"]["mistakes"][:MISTAKES_SHOWN]
+        md += ["", f"{r['label']}: {len(r['vqa']['mistakes'])} wrong answers" + (", the first:" if shown else ".")]
+        md += [f"- {m['caption']}: {m['question']} expected {m['expected']!r}, answered {m['answer']!r}" for m in shown]
     hub.write_text_atomic(args.results / f"{name}.md", "\n".join(md) + "\n")
     print("\n".join(md))
 

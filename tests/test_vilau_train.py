@@ -175,6 +175,9 @@ def test_eval_writes_results_and_a_model_card(trained, app, tmp_path) -> None:
     assert "against its one-edit variants" in out.with_suffix(".md").read_text()
     counts = results["vqa"]["per_type_questions"]
     assert set(counts) == set(results["vqa"]["per_type"]) and sum(counts.values()) == results["vqa"]["questions"]
+    wrong = round((1 - results["vqa"]["accuracy"]) * results["vqa"]["questions"])
+    assert len(results["vqa"]["mistakes"]) == wrong
+    assert all(m["answer"] != m["expected"] and m["question"].endswith("?") for m in results["vqa"]["mistakes"])
     assert all(f"| VQA {k} ({n}) |" in out.with_suffix(".md").read_text() for k, n in counts.items())
     card = (model / "README.md").read_text()
     vqa = float(re.search(r"\| VQA accuracy \| \*\*([0-9.]+)\*\* \|", card).group(1))

@@ -26,22 +26,28 @@ def _chunks(items: list, size: int):
 @torch.no_grad()
 def evaluate_vqa(model: VilaU, n_images: int = 100, per_image: int = 3, batch_size: int = 64,
                  seed: int = HELD_OUT_SEED) -> dict:
+    """Greedy answers to `per_image` questions on each of `n_images` scenes: accuracy overall and per
+    question type, and every mistake (the scene's caption, the question, the expected and given answer)."""
     data = ShapesDataset(n_images, seed=seed, size=model.config.tower.image_size)
     rng = random.Random(seed)
     items = []
     for i in range(n_images):
         sample = data[i]
         for q, a in rng.sample(sample["qa"], min(per_image, len(sample["qa"]))):
-            items.append((sample["image"], q, a))
+            items.append((sample["image"], sample["caption"], q, a))
     right: dict[str, list[int]] = defaultdict(list)
+    mistakes = []
     for chunk in _chunks(items, batch_size):
-        answers = answer_batch(model, [c[0] for c in chunk], [c[1] for c in chunk], max_new_tokens=4)
-        for (_, q, a), got in zip(chunk, answers):
+        answers = answer_batch(model, [c[0] for c in chunk], [c[2] for c in chunk], max_new_tokens=4)
+        for (_, caption, q, a), got in zip(chunk, answers):
             right[question_type(q)].append(int(got == a))
+            if got != a:
+                mistakes.append({"caption": caption, "question": q, "expected": a, "answer": got})
     every = [v for vs in right.values() for v in vs]
     return {"accuracy": sum(every) / len(every), "questions": len(every),
             "per_type": {k: sum(v) / len(v) for k, v in sorted(right.items())},
-            "per_type_questions": {k: len(v) for k, v in sorted(right.items())}}
+            "per_type_questions": {k: len(v) for k, v in sorted(right.items())},
+            "mistakes": mistakes}
 
 
 @torch.no_grad()
