@@ -338,6 +338,11 @@ def test_answer_log_likelihood_is_the_vqa_loss_over_the_captions_questions(model
     assert torch.allclose(both, caption_log_likelihoods(model, codes, captions)
                           + answer_log_likelihoods(model, codes, captions), atol=1e-4)
     assert RANKERS[DEFAULT_RANKER] is caption_and_answer_log_likelihoods
+    import inspect
+
+    from genfoundry.vilau import cli
+    assert cli.DEFAULT_RANKER == DEFAULT_RANKER  # the CLI names it without importing torch
+    assert inspect.signature(VilaU.generate_image).parameters["rank_by"].default == DEFAULT_RANKER
     odd = ["a red circle", "red circle"]  # the second is in the vocabulary but outside the caption grammar
     with pytest.raises(ValueError, match="needs ShapeWorld captions"):
         answer_log_likelihoods(model, codes[:2], odd)
