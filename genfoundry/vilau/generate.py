@@ -182,14 +182,8 @@ def generate_codes(model: VilaU, prompt: str | list[str], frames: int | None = N
         raise ValueError("candidates > 1 applies to images only: the rankers score single images, not clips")
     if rank_by not in RANKERS:
         raise ValueError(f"rank_by must be one of {', '.join(RANKERS)}, got {rank_by!r}")
-    if candidates > 1 and rank_by == "answers":  # before drawing: the ranker needs ShapeWorld captions
-        from genfoundry.shapes.grammar import CaptionError, parse_caption
-
-        for p in prompts:
-            try:
-                parse_caption(p)
-            except CaptionError as err:
-                raise ValueError(f"rank_by='answers' needs ShapeWorld captions: {err}") from None
+    if candidates > 1 and rank_by == "answers":
+        _caption_questions(prompts, strict=True)  # before drawing: the ranker needs ShapeWorld captions
     cfg = check_cfg(cfg)
     sampling = Sampling(temperature, top_k, top_p)
     if frames is not None and (not isinstance(frames, int) or isinstance(frames, bool) or frames < 1):
@@ -265,6 +259,24 @@ def caption_log_likelihoods(model: VilaU, codes: torch.Tensor, prompts: list[str
                                  [model.text_ids(p) + [eos] for p in prompts], batch_size)
 
 
+def _caption_questions(prompts: list[str], strict: bool) -> list[list[tuple[str, str]]]:
+    """`genfoundry.shapes.caption_questions` of every caption; outside the ShapeWorld grammar a clear
+    error (`strict`) or no questions."""
+    from genfoundry.shapes.grammar import CaptionError
+    from genfoundry.shapes.qa import caption_questions
+
+    asked = []
+    for p in prompts:
+        try:
+            asked.append(caption_questions(p))
+        except CaptionError as err:
+            if strict:
+                raise ValueError(f"rank_by='answers' needs ShapeWorld captions (it asks the questions they "
+                                 f"fix): {err}") from None
+            asked.append([])
+    return asked
+
+
 @torch.no_grad()
 def answer_log_likelihoods(model: VilaU, codes: torch.Tensor, prompts: list[str], reencode: bool = True,
                            batch_size: int = 64, strict: bool = True) -> torch.Tensor:
@@ -274,18 +286,8 @@ def answer_log_likelihoods(model: VilaU, codes: torch.Tensor, prompts: list[str]
     expected answer and <eos> after [image, question], the sequences its VQA loss trains on. ShapeWorld
     captions only: a clear error for any other, or with `strict=False` a score of 0 (no question to
     ask); `reencode` as in `caption_log_likelihoods`."""
-    from genfoundry.shapes.grammar import CaptionError
-    from genfoundry.shapes.qa import caption_questions
-
     _check_codes(codes, prompts)
-    asked = []
-    for p in prompts:
-        try:
-            asked.append(caption_questions(p))
-        except CaptionError as err:
-            if strict:
-                raise ValueError(f"ranking by the model's answers needs ShapeWorld captions: {err}") from None
-            asked.append([])
+    asked = _caption_questions(prompts, strict)
     if not any(asked):
         return torch.zeros(len(prompts))
     model.eval()
@@ -299,9 +301,6 @@ def answer_log_likelihoods(model: VilaU, codes: torch.Tensor, prompts: list[str]
     return torch.zeros(len(prompts)).index_add_(0, torch.tensor(image), scores)
 
 
-# How generate_codes ranks candidates: name -> scorer(model, codes [B, h, w, D], captions) -> [B], higher
-# is better. Best of 8 on 200 validation prompts (benchmarks/results/vilau_best_of_answers.md): caption +
-# answers 0.770, answers 0.765, caption 0.725, alignment 0.720, the first draw 0.505.
 @torch.no_grad()
 def caption_and_answer_log_likelihoods(model: VilaU, codes: torch.Tensor, prompts: list[str],
                                        batch_size: int = 64) -> torch.Tensor:
@@ -314,6 +313,9 @@ def caption_and_answer_log_likelihoods(model: VilaU, codes: torch.Tensor, prompt
             + answer_log_likelihoods(model, codes, prompts, reencode=False, batch_size=batch_size, strict=False))
 
 
+# How generate_codes ranks candidates: name -> scorer(model, codes [B, h, w, D], captions) -> [B], higher
+# is better. Best of 8 on 200 validation prompts (benchmarks/results/vilau_best_of_answers.md): caption +
+# answers 0.770, answers 0.765, caption 0.725, alignment 0.720, the first draw 0.505.
 RANKERS = {"caption+answers": caption_and_answer_log_likelihoods, "caption": caption_log_likelihoods,
            "answers": answer_log_likelihoods, "alignment": alignment_scores}
 DEFAULT_RANKER = "caption+answers"
