@@ -20,10 +20,12 @@ from pathlib import Path
 
 import torch
 
+from genfoundry.errors import GenfoundryError
+
 ZOO_DIR = Path(__file__).parent / "zoo"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(GenfoundryError, ValueError):
     """A checkpoint file is missing, corrupt, or does not match the model it is loaded into."""
 
 

@@ -22,8 +22,10 @@ from fractions import Fraction
 
 import numpy as np
 
+from genfoundry.errors import InputError
 
-class LegoError(ValueError):
+
+class LegoError(InputError):
     """Bad input to the LEGO generator (a workload, dataflow or array that cannot be mapped)."""
 
 

@@ -18,6 +18,8 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from itertools import product
+
+from genfoundry.errors import GenfoundryError
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +29,7 @@ from .ir import LegoError
 from .verilog import Hardware, _bits
 
 
-class SimulationError(RuntimeError):
+class SimulationError(GenfoundryError, RuntimeError):
     """The simulator is missing, failed to build, or produced unexpected output."""
 
 

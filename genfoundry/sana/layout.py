@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import torch
 
+from genfoundry.errors import InputError
+
 # boxes (x0, y0, x1, y1) as fractions of the canvas, y downwards: where the first object of a
 # relation goes; the second object gets the opposite half
 _FIRST_OBJECT_BOX = {
@@ -35,7 +37,7 @@ _FIRST_OBJECT_BOX = {
 }
 
 
-class LayoutError(ValueError):
+class LayoutError(InputError):
     """A layout that cannot be used: an empty prompt, a box outside the canvas or with no area."""
 
 

@@ -13,13 +13,14 @@ import random
 from collections import Counter
 from dataclasses import dataclass
 
+from genfoundry.errors import InputError
 from genfoundry.shapes.world import CATEGORIES, COLORS, NUMBER_WORDS, OPPOSITE_RELATION, RELATIONS, SHAPES
 
 PLURALS = {s + "s": s for s in SHAPES}
 CAPTION_NUMBERS = {w: n for w, n in NUMBER_WORDS.items() if n >= 2}
 
 
-class CaptionError(ValueError):
+class CaptionError(InputError):
     """A caption outside the ShapeWorld grammar or vocabulary."""
 
 

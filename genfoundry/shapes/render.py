@@ -6,6 +6,7 @@ import random
 
 from PIL import Image, ImageDraw
 
+from genfoundry.errors import GenfoundryError
 from genfoundry.shapes.grammar import CaptionSpec, parse_caption, sample_caption
 from genfoundry.shapes.world import COLORS, Obj, Scene, check_size, relation_holds, size_range
 
@@ -15,7 +16,7 @@ GAP = 3  # free pixels between objects, so a 3x3 blur never joins two of them
 RELATION_MARGIN = 3.0
 
 
-class PlacementError(RuntimeError):
+class PlacementError(GenfoundryError, RuntimeError):
     pass
 
 
