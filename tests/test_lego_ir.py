@@ -1,6 +1,7 @@
 """LEGO front end: IR validation errors, reuse analysis, delay matching, cost model, CLI."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -88,7 +89,7 @@ def test_fusion_shares_the_array_and_counts_muxes():
     assert len(fused.modes) == 2 and "mode == 1" not in single.verilog
 
 
-def test_cli_compile_and_simulate(tmp_path):
+def _rtl_app():
     from genfoundry.lego.cli import register
 
     app = typer.Typer()
@@ -98,21 +99,33 @@ def test_cli_compile_and_simulate(tmp_path):
         pass
 
     register(app)
+    return app
+
+
+def test_cli_compile(tmp_path):
     runner = CliRunner()
     out = tmp_path / "rtl"
-    res = runner.invoke(app, ["rtl", "gemm:3x5x4", "--array", "2x2", "--dataflow", "os,ws", "-o", str(out)])
+    res = runner.invoke(_rtl_app(), ["rtl", "gemm:3x5x4", "--array", "2x2", "--dataflow", "os,ws", "-o", str(out)])
     assert res.exit_code == 0, res.output
     assert (out / "lego_top.v").exists() and json.loads((out / "report.json").read_text())["array"] == "2x2"
+    res = runner.invoke(_rtl_app(), ["rtl", "gemm:3x5", "--array", "2x2", "-o", str(out)])
+    assert res.exit_code == 2 and "expected MxNxK" in res.output
+
+
+@pytest.mark.skipif(shutil.which("iverilog") is None, reason="needs Icarus Verilog (apt-get install iverilog)")
+def test_cli_simulate(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "rtl"
+    res = runner.invoke(_rtl_app(), ["rtl", "gemm:3x5x4", "--array", "2x2", "--dataflow", "os,ws", "-o", str(out)])
+    assert res.exit_code == 0, res.output
     wl = parse_workload("gemm:3x5x4")
     x = lego.random_inputs(wl, 3)
     np.savez(tmp_path / "in.npz", **x)
-    res = runner.invoke(app, ["rtl", "simulate", str(out), "--inputs", str(tmp_path / "in.npz"),
-                              "--outputs", str(tmp_path / "out.npz"), "--simulator", "icarus"])
+    res = runner.invoke(_rtl_app(), ["rtl", "simulate", str(out), "--inputs", str(tmp_path / "in.npz"),
+                                     "--outputs", str(tmp_path / "out.npz"), "--simulator", "icarus"])
     assert res.exit_code == 0, res.output
     with np.load(tmp_path / "out.npz") as z:
         assert np.array_equal(z["C"], lego.reference(wl, x)["C"])
-    res = runner.invoke(app, ["rtl", "gemm:3x5", "--array", "2x2", "-o", str(out)])
-    assert res.exit_code == 2 and "expected MxNxK" in res.output
 
 
 def test_model_shapes_and_tracing():
