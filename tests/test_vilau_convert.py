@@ -567,6 +567,10 @@ def test_dtype_is_kept_and_can_be_chosen(tmp_path: Path, siglip_folder: Path) ->
     out = save_official(kept, tmp_path / "again")
     assert part_tensors(out / "llm")["lm_head.weight"].dtype == torch.bfloat16
     assert configs_of(out) == configs_of(root)
+    cast = save_official(kept, tmp_path / "fp32", dtype=torch.float32)
+    assert {t.dtype for t in part_tensors(cast / "vision_tower").values()} == {torch.float32}
+    assert json.loads((cast / "config.json").read_text())["model_dtype"] == "torch.float32"
+    assert {p.dtype for p in VilaU.from_pretrained(cast).parameters()} == {torch.float32}
 
 
 def test_pytorch_bin_weights_load_like_safetensors(tmp_path: Path, siglip_folder: Path, model: VilaU) -> None:

@@ -163,7 +163,7 @@ class VilaUConfig:
     @classmethod
     def tiny_official(cls) -> VilaUConfig:
         """The authors' architecture at test size: a 2-layer SigLIP at 32 px (patch 8: 4x4 tokens), depth 2,
-        32 codes, a 2-level pixel decoder, a 2-layer depth transformer and a 2-layer Llama."""
+        32 codes, a 4-level pixel decoder (4x4 -> 32x32), a 2-layer depth transformer and a 2-layer Llama."""
         siglip = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
                   "image_size": 32, "patch_size": 8}
         text = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
