@@ -571,6 +571,8 @@ def test_dtype_is_kept_and_can_be_chosen(tmp_path: Path, siglip_folder: Path) ->
     assert {t.dtype for t in part_tensors(cast / "vision_tower").values()} == {torch.float32}
     assert json.loads((cast / "config.json").read_text())["model_dtype"] == "torch.float32"
     assert {p.dtype for p in VilaU.from_pretrained(cast).parameters()} == {torch.float32}
+    widened = json.loads((save_official(wide, tmp_path / "wide") / "llm" / "config.json").read_text())
+    assert widened["torch_dtype"] == "float32"  # the configs follow the tensors written
 
 
 def test_pytorch_bin_weights_load_like_safetensors(tmp_path: Path, siglip_folder: Path, model: VilaU) -> None:
@@ -630,6 +632,22 @@ def test_folder_of_another_model_is_refused(tmp_path: Path, release: Path) -> No
     (clip / "vision_tower" / "config.json").write_text(json.dumps(vt))
     message = _error(clip)
     assert "vision_tower/config.json" in message and "rqvaesiglip" in message
+
+
+def test_siglip_named_by_hub_id_or_training_path(tmp_path: Path, release: Path) -> None:
+    """The release stores only the SigLIP's name: a known Hub id (or a path ending in it) gives its shape,
+    an unknown one a clear error."""
+    from genfoundry.vilau.convert import _siglip_shape
+
+    for name in ("google/siglip-so400m-patch14-384", "/data/checkpoints/siglip-so400m-patch14-384"):
+        vision, text = _siglip_shape({"pretrained_model": name}, release)
+        assert (vision["hidden_size"], vision["patch_size"], text["num_hidden_layers"]) == (1152, 14, 27)
+    unknown = _copy(release, tmp_path / "unknown")
+    vt = json.loads((unknown / "vision_tower" / "config.json").read_text())
+    vt["rqvaesiglip"]["pretrained_model"] = "/nowhere/siglip-custom"
+    (unknown / "vision_tower" / "config.json").write_text(json.dumps(vt))
+    message = _error(unknown)
+    assert "vision_tower/config.json" in message and "siglip-custom" in message
 
 
 def test_partial_download_names_the_missing_shard_and_tensor(tmp_path: Path, release: Path) -> None:

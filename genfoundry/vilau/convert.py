@@ -213,15 +213,16 @@ def _siglip_shape(rq: dict[str, Any], root: Path) -> tuple[dict[str, Any], dict[
         found = rq["siglip_config"]
     else:
         name = str(rq.get("pretrained_model") or DEFAULT_SIGLIP)
-        if name in SIGLIP_CONFIGS:
-            return siglip_shapes(name)
+        # a Hub id, or a path on the machine that trained the tower ending in the model's name
+        known = next((k for k in SIGLIP_CONFIGS if name == k or Path(name).name == k.split("/")[1]), None)
+        if known is not None:
+            return siglip_shapes(known)
         folder = next((p for p in (Path(name).expanduser(), root / "vision_tower" / name)
                        if (p / "config.json").is_file()), None)
         if folder is None:
-            known = ", ".join(SIGLIP_CONFIGS)
             raise hub.CheckpointError(f"{where} names the SigLIP {name!r}, whose shape the folder does not hold "
-                                      f"and this project does not know (known: {known}; or a local folder "
-                                      "with its config.json)")
+                                      f"and this project does not know (known: {', '.join(SIGLIP_CONFIGS)}; or a "
+                                      "local folder with its config.json)")
         found = _read_json(folder / "config.json")
     try:
         vision, text = dict(found["vision_config"]), dict(found["text_config"])
@@ -486,15 +487,15 @@ def _official_vision_config(model: VilaU, torch_dtype: str) -> dict[str, Any]:
 
 def official_configs(model: VilaU, dtype: torch.dtype | None = None) -> dict[str, dict[str, Any]]:
     """The config files of `model` in the authors' layout (see CONFIG_FILES, OPTIONAL_CONFIG_FILES): the
-    ones read from a released folder, unchanged but for the dtype when one is given; written afresh
-    otherwise."""
+    ones read from a released folder, unchanged but for the dtype when the tensors are written in another
+    one; written afresh otherwise."""
     stored = dtype or model.llm.get_input_embeddings().weight.dtype
     if model.config.official_configs is not None:
         configs = copy.deepcopy(model.config.official_configs)
-        if dtype is not None:
-            configs["config"]["model_dtype"] = str(dtype)
+        if configs["llm"].get("torch_dtype") != _dtype_name(stored):
+            configs["config"]["model_dtype"] = str(stored)
             for part in ("llm", "vision_tower", "mm_projector"):
-                configs[part]["torch_dtype"] = _dtype_name(dtype)
+                configs[part]["torch_dtype"] = _dtype_name(stored)
         return configs
     cfg = model.config
     tok = model.tokenizer
