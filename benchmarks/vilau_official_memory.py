@@ -4,7 +4,9 @@
 
 Builds VilaUConfig.official_256() and .official_384() part by part with every tensor on the meta device,
 counts what a checkpoint holds (parameters and persistent buffers) and turns it into bytes per dtype,
-plus the KV cache of a drawing (CFG: two rows) and of an answer. For the 256 px model the counts are set
+plus the KV cache of a drawing (CFG: two rows) and of an answer. It also times building the whole VilaU
+the way genfoundry.vilau.convert.load_official does (checkpoint tensors on the meta device) and reports
+the process's peak memory while doing so (one fresh process per model). For the 256 px model the counts are set
 against the file sizes of the released mit-han-lab/vila-u-7b-256 (its Hugging Face file listing), which
 checks the shapes assumed for the parts no released file describes (pixel decoder, depth transformer).
 Writes benchmarks/results/vilau_official_memory.{json,md}.
@@ -76,9 +78,39 @@ def summary(name: str, config: VilaUConfig) -> dict:
     return out
 
 
+def build_cost(config_name: str) -> dict:
+    """Seconds and peak process memory (GiB, the address space's high-water mark VmHWM: unlike ru_maxrss it
+    does not carry over the parent's peak through fork and exec) to build the whole model with its
+    checkpoint tensors on meta."""
+    import time
+    from pathlib import Path
+
+    from genfoundry.vilau import VilaU
+
+    start = time.perf_counter()
+    with _checkpoint_tensors_on_meta():
+        VilaU(getattr(VilaUConfig, config_name)())
+    seconds = time.perf_counter() - start
+    status = Path("/proc/self/status").read_text()
+    peak_kib = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
+    return {"build_seconds": seconds, "peak_process_gib": peak_kib / 2**20}
+
+
+def build_cost_in_fresh_process(config_name: str) -> dict:
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, __file__, "--build", config_name], capture_output=True, text=True,
+                         check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     results = [summary("vila-u-7b-256", VilaUConfig.official_256()),
                summary("vila-u-7b-384 (paper shape)", VilaUConfig.official_384())]
+    for result, config_name in zip(results, ("official_256", "official_384")):
+        result["meta_build"] = build_cost_in_fresh_process(config_name)
     rows = []
     for r in results:
         for part, n in r["parameters"].items():
@@ -90,16 +122,26 @@ def main() -> None:
               "computed bf16 (GB)": f"{results[0]['computed_bf16_bytes'][part] / 1e9:.3f}"} for part in RELEASED_256]
     kv = [{"model": r["model"], "use": use, "KV cache bf16 (GiB)": f"{gib:.2f}"}
           for r in results for use, gib in r["kv_cache_gib_bf16"].items()]
+    build = [{"model": r["model"], "build (s)": f"{r['meta_build']['build_seconds']:.1f}",
+              "peak process memory (GiB)": f"{r['meta_build']['peak_process_gib']:.2f}"} for r in results]
     markdown = ("Parameters and persistent buffers per part (what the checkpoint files hold), from the shapes of "
                 "`VilaUConfig.official_256()` / `official_384()`; the pixel decoder and depth transformer shapes "
                 "are assumptions (see docs/vilau_official.md).\n\n" + markdown_table(rows)
                 + "\n\nAgainst the vila-u-7b-256 file listing:\n\n" + markdown_table(check)
-                + f"\n\nKV cache (prompt of {PROMPT_TOKENS} tokens):\n\n" + markdown_table(kv) + "\n")
+                + f"\n\nKV cache (prompt of {PROMPT_TOKENS} tokens):\n\n" + markdown_table(kv)
+                + "\n\nBuilding the whole VilaU with its checkpoint tensors on the meta device (as loading does, "
+                "before any tensor is read), one fresh process each:\n\n" + markdown_table(build) + "\n")
     write_results("vilau_official_memory", {"results": results}, markdown,
                   title="VILA-U released models: memory from the shapes")
     print(markdown)
 
 
 if __name__ == "__main__":
+    import json
+    import sys
+
     torch.set_num_threads(1)
-    main()
+    if len(sys.argv) == 3 and sys.argv[1] == "--build":
+        print(json.dumps(build_cost(sys.argv[2])))
+    else:
+        main()
