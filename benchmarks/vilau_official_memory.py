@@ -79,30 +79,77 @@ def summary(name: str, config: VilaUConfig) -> dict:
 
 
 def build_cost(config_name: str) -> dict:
-    """Seconds and peak process memory (GiB, the address space's high-water mark VmHWM: unlike ru_maxrss it
-    does not carry over the parent's peak through fork and exec) to build the whole model with its
-    checkpoint tensors on meta."""
+    """Seconds and peak process memory (GiB) to build the whole model with its checkpoint tensors on meta."""
     import time
-    from pathlib import Path
 
     from genfoundry.vilau import VilaU
 
     start = time.perf_counter()
     with _checkpoint_tensors_on_meta():
         VilaU(getattr(VilaUConfig, config_name)())
-    seconds = time.perf_counter() - start
+    return {"build_seconds": time.perf_counter() - start, "peak_process_gib": _peak_gib()}
+
+
+def _peak_gib() -> float:
+    """The process's peak resident memory (VmHWM, which unlike ru_maxrss does not carry the parent's peak
+    over fork and exec)."""
+    from pathlib import Path
+
     status = Path("/proc/self/status").read_text()
-    peak_kib = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
-    return {"build_seconds": seconds, "peak_process_gib": peak_kib / 2**20}
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) / 2**20
 
 
-def build_cost_in_fresh_process(config_name: str) -> dict:
+def streaming_config() -> VilaUConfig:
+    """The authors' architecture with a 1.1 GB (bfloat16) LLM, to load for real: LLaMA-2's vocabulary,
+    width 2048, 8 layers, on the tiny tower."""
+    config = VilaUConfig.tiny_official()
+    config.llm.update(hidden_size=2048, intermediate_size=5632, num_hidden_layers=8, num_attention_heads=16,
+                      num_key_value_heads=16, vocab_size=32004)
+    return VilaUConfig.from_dict(config.to_dict())
+
+
+def load_cost(folder: str) -> dict:
+    """Seconds, peak process memory and the loaded tensors' bytes of VilaU.from_pretrained(folder)."""
+    import time
+
+    from genfoundry.vilau import VilaU
+
+    base = _peak_gib()
+    start = time.perf_counter()
+    model = VilaU.from_pretrained(folder)
+    seconds = time.perf_counter() - start
+    loaded = _peak_gib()
+    state = model.state_dict()
+    weights = sum(t.numel() * t.element_size() for t in state.values())
+    for tensor in state.values():  # read every weight once: mapped file pages count from here on
+        tensor.sum()
+    return {"load_seconds": seconds, "peak_process_gib": loaded, "after_reading_every_weight_gib": _peak_gib(),
+            "before_load_gib": base, "weights_gib": weights / 2**30}
+
+
+def streaming_cost() -> dict:
+    """Write the streaming_config model in the authors' layout (bfloat16, 5 GB shards as released... here
+    0.3 GB shards so that several are streamed), then load it in a fresh process."""
+    import tempfile
+
+    from genfoundry.vilau import VilaU, save_official
+
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as folder:
+        with _checkpoint_tensors_on_meta():
+            model = VilaU(streaming_config())
+        model.to_empty(device="cpu")  # values do not matter here, only sizes
+        save_official(model, folder, dtype=torch.bfloat16, max_shard_bytes=300 * 2**20)
+        del model
+        return in_fresh_process("--load", folder)
+
+
+def in_fresh_process(*args: str) -> dict:
     import json
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, __file__, "--build", config_name], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -110,7 +157,8 @@ def main() -> None:
     results = [summary("vila-u-7b-256", VilaUConfig.official_256()),
                summary("vila-u-7b-384 (paper shape)", VilaUConfig.official_384())]
     for result, config_name in zip(results, ("official_256", "official_384")):
-        result["meta_build"] = build_cost_in_fresh_process(config_name)
+        result["meta_build"] = in_fresh_process("--build", config_name)
+    stream = streaming_cost()
     rows = []
     for r in results:
         for part, n in r["parameters"].items():
@@ -130,8 +178,14 @@ def main() -> None:
                 + "\n\nAgainst the vila-u-7b-256 file listing:\n\n" + markdown_table(check)
                 + f"\n\nKV cache (prompt of {PROMPT_TOKENS} tokens):\n\n" + markdown_table(kv)
                 + "\n\nBuilding the whole VilaU with its checkpoint tensors on the meta device (as loading does, "
-                "before any tensor is read), one fresh process each:\n\n" + markdown_table(build) + "\n")
-    write_results("vilau_official_memory", {"results": results}, markdown,
+                "before any tensor is read), one fresh process each:\n\n" + markdown_table(build)
+                + "\n\nLoading for real (`VilaU.from_pretrained`, fresh process) a model of the authors' architecture "
+                f"with a {stream['weights_gib']:.2f} GiB bfloat16 LLM written in 0.3 GB shards: "
+                f"{stream['load_seconds']:.1f} s; peak process memory {stream['before_load_gib']:.2f} GiB before "
+                f"loading (Python, torch, transformers), {stream['peak_process_gib']:.2f} GiB when loaded (the "
+                "safetensors tensors map the files and are paged in when used), "
+                f"{stream['after_reading_every_weight_gib']:.2f} GiB after reading every weight once.\n")
+    write_results("vilau_official_memory", {"results": results, "streaming_load": stream}, markdown,
                   title="VILA-U released models: memory from the shapes")
     print(markdown)
 
@@ -143,5 +197,7 @@ if __name__ == "__main__":
     torch.set_num_threads(1)
     if len(sys.argv) == 3 and sys.argv[1] == "--build":
         print(json.dumps(build_cost(sys.argv[2])))
+    elif len(sys.argv) == 3 and sys.argv[1] == "--load":
+        print(json.dumps(load_cost(sys.argv[2])))
     else:
         main()
