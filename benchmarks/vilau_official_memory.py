@@ -19,7 +19,7 @@ from harness import markdown_table, write_results
 from torch import nn
 
 from genfoundry.vilau import VilaUConfig, build_depth_transformer, build_tower
-from genfoundry.vilau.convert import _checkpoint_tensors_on_meta
+from genfoundry.vilau.convert import checkpoint_tensors_on_meta
 
 # Sizes in the vila-u-7b-256 listing (Hugging Face, commit 89ee1eb), in bytes as it prints them (GB = 1e9).
 RELEASED_256 = {"llm": (4.94 + 4.95 + 3.59) * 1e9, "vision_tower": 2.71e9, "mm_projector": 42e6}
@@ -33,7 +33,7 @@ def _count(module: nn.Module) -> int:
 def part_counts(config: VilaUConfig) -> dict[str, int]:
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    with _checkpoint_tensors_on_meta():
+    with checkpoint_tensors_on_meta():
         tower = build_tower(config.tower, 32004, 0)
         depth = build_depth_transformer(config.depth)
         llm = LlamaForCausalLM(LlamaConfig(**config.llm))
@@ -85,7 +85,7 @@ def build_cost(config_name: str) -> dict:
     from genfoundry.vilau import VilaU
 
     start = time.perf_counter()
-    with _checkpoint_tensors_on_meta():
+    with checkpoint_tensors_on_meta():
         VilaU(getattr(VilaUConfig, config_name)())
     return {"build_seconds": time.perf_counter() - start, "peak_process_gib": _peak_gib()}
 
@@ -128,15 +128,14 @@ def load_cost(folder: str) -> dict:
 
 
 def streaming_cost() -> dict:
-    """Write the streaming_config model in the authors' layout (bfloat16, 5 GB shards as released... here
-    0.3 GB shards so that several are streamed), then load it in a fresh process."""
+    """Write the streaming_config model in the authors' layout (bfloat16, in 0.3 GB shards so that several
+    are streamed; the release's are 5 GB), then load it in a fresh process."""
     import tempfile
 
     from genfoundry.vilau import VilaU, save_official
 
-    torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as folder:
-        with _checkpoint_tensors_on_meta():
+        with checkpoint_tensors_on_meta():
             model = VilaU(streaming_config())
         model.to_empty(device="cpu")  # values do not matter here, only sizes
         save_official(model, folder, dtype=torch.bfloat16, max_shard_bytes=300 * 2**20)

@@ -588,11 +588,11 @@ def test_building_puts_checkpoint_tensors_on_meta(release: Path) -> None:
     device) while what no checkpoint holds (RoPE tables, position ids) is computed for real."""
     from torch import nn
 
-    from genfoundry.vilau.convert import _checkpoint_tensors_on_meta
+    from genfoundry.vilau.convert import checkpoint_tensors_on_meta
     from genfoundry.vilau.model import load_tokenizer
 
     register = nn.Module.register_parameter
-    with _checkpoint_tensors_on_meta():
+    with checkpoint_tensors_on_meta():
         built = VilaU(VilaUConfig.tiny_official(), load_tokenizer(release / "llm"))
     assert nn.Module.register_parameter is register
     assert all(p.device.type == "meta" for p in built.parameters())

@@ -300,7 +300,7 @@ def config_from_official(configs: dict[str, dict[str, Any]], root: Path) -> Vila
 
 
 @contextmanager
-def _checkpoint_tensors_on_meta() -> Iterator[None]:
+def checkpoint_tensors_on_meta() -> Iterator[None]:
     """Build modules with their parameters and persistent buffers on the meta device (no memory, no
     initialisation work), while non-persistent buffers (RoPE tables, position ids), which no checkpoint
     holds, are computed for real."""
@@ -395,7 +395,7 @@ def load_official(root: str | os.PathLike, device: str | torch.device = "cpu",
     files = {part: weight_files(root / part) for part in PARTS}  # every shard present before building
     tokenizer = load_tokenizer(root / "llm")
     try:
-        with _checkpoint_tensors_on_meta():
+        with checkpoint_tensors_on_meta():
             model = VilaU(config, tokenizer)
     except ValueError as err:
         raise hub.CheckpointError(f"{root}: cannot build the model from its configs and tokenizer: {err}") from None
