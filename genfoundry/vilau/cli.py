@@ -86,7 +86,8 @@ def imagine_command(
     frames: Optional[int] = typer.Option(None, help="Draw a clip of this many frames (written side by side)."),
     candidates: Optional[int] = typer.Option(
         None, min=1, help="Draw this many images (decoded together) and keep the best by --rank-by; "
-                          "default 8 for an image (1 = the plain sample). Images only."),
+                          "default 8 for an image of a ShapeWorld model, 1 for others (1 = the plain sample). "
+                          "Images only."),
     rank_by: str = typer.Option(DEFAULT_RANKER, help=RANK_HELP),
     model: str = typer.Option("vila-u-shapes", help="Zoo name or VILA-U folder."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
@@ -110,7 +111,8 @@ def imagine_command(
                 image.paste(frame, (i * frame.width, 0))
         else:
             image = vila.generate_image(caption, cfg=cfg, seed=seed, top_k=top_k, top_p=top_p, temperature=temperature,
-                                        candidates=candidates or IMAGINE_CANDIDATES, rank_by=rank_by)
+                                        candidates=candidates or (IMAGINE_CANDIDATES if vila.ranks_candidates else 1),
+                                        rank_by=rank_by)
     except ValueError as err:
         raise typer.BadParameter(str(err)) from None
     with hub.atomic_path(output) as tmp:

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from genfoundry.vilau.model import UNCONDITIONAL_PROMPT, Segment, VilaU
+from genfoundry.vilau.model import Segment, VilaU
 
 
 @dataclass
@@ -130,7 +130,7 @@ class DecodeStream:
     def feed_tokens(self, ids: list[list[int]]) -> torch.Tensor:
         """Token ids per row (rows may differ in length: left-padded) -> last hidden [B, H]."""
         width = max(len(r) for r in ids)
-        pad = self.model.tokenizer.pad_token_id
+        pad = self.model.pad_id
         t = torch.tensor([[pad] * (width - len(r)) + list(r) for r in ids], dtype=torch.long, device=self.model.device)
         mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in ids], dtype=torch.long,
                             device=self.model.device)
@@ -182,6 +182,9 @@ def generate_codes(model: VilaU, prompt: str | list[str], frames: int | None = N
         raise ValueError("candidates > 1 applies to images only: the rankers score single images, not clips")
     if rank_by not in RANKERS:
         raise ValueError(f"rank_by must be one of {', '.join(RANKERS)}, got {rank_by!r}")
+    if candidates > 1 and not model.ranks_candidates:
+        raise ValueError("candidates > 1 needs a ShapeWorld model: the rankers ask ShapeWorld questions in its "
+                         "prompt format; draw one image (candidates=1)")
     if candidates > 1 and rank_by == "answers":
         _caption_questions(prompts, strict=True)  # before drawing: the ranker needs ShapeWorld captions
     cfg = check_cfg(cfg)
@@ -323,22 +326,20 @@ DEFAULT_RANKER = "caption+answers"
 
 def _decode_codes(model: VilaU, prompts: list[str], frames: int | None, cfg: float, generator: torch.Generator,
                   sampling: Sampling, use_cache: bool, progress: bool, backend: str | None) -> torch.Tensor:
-    tok = model.tokenizer
-    lead = [model.vi_start_id] if frames else []
-    rows = [[tok.bos_token_id, *model.text_ids(p), *lead, model.im_start_id] for p in prompts]
+    rows = [model.generation_prompt_ids(p, video=bool(frames)) for p in prompts]
     guided = cfg != 1.0  # cfg = 1 is the plain conditional distribution: skip the unconditional rows
     if guided:
-        uncond = [tok.bos_token_id, *model.text_ids(UNCONDITIONAL_PROMPT), *lead, model.im_start_id]
-        rows += [uncond] * len(prompts)
+        rows += [model.generation_prompt_ids(None, video=bool(frames))] * len(prompts)
     stream = DecodeStream(model, use_cache, backend)
     hidden = stream.feed_tokens(rows)
     g, depth = model.config.tower.grid, model.config.tower.depth
     n_frames, b = frames or 1, len(prompts)
     out = torch.zeros((b, n_frames, g * g, depth), dtype=torch.long)
     bar = tqdm(total=n_frames * g * g, desc="image tokens", disable=not progress, leave=False)
+    separator = model.frame_separator_ids()
     for f in range(n_frames):
-        if f:
-            hidden = stream.feed_tokens([[model.im_end_id, model.im_start_id]] * len(rows))
+        if f and separator:
+            hidden = stream.feed_tokens([separator] * len(rows))
         for p in range(g * g):
             codes = sample_codes(model, hidden, cfg if guided else None, sampling, generator)
             out[:, f, p] = codes.cpu()
@@ -405,10 +406,10 @@ def answer_batch(model: VilaU, images: list, questions: list[str], max_new_token
         raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
     sampling = Sampling(temperature, None, top_p)
     model.eval()
-    seqs = [model.build_sequence([encode_visual(model, img), Segment("text", model.text_ids(q.strip()))])
+    seqs = [model.build_sequence(model.question_segments(encode_visual(model, img), q.strip()))
             for img, q in zip(images, questions)]
     width = max(len(s["ids"]) for s in seqs)
-    padded = [model.left_pad(s, width, model.tokenizer.pad_token_id) for s in seqs]  # every row ends at the last column
+    padded = [model.left_pad(s, width, model.pad_id) for s in seqs]  # every row ends at the last column
     batch = model.collate(padded).to(model.device)
     mask = torch.tensor([[0] * (width - len(s["ids"])) + [1] * len(s["ids"]) for s in seqs], device=model.device)
     stream = DecodeStream(model, use_cache)

@@ -1,6 +1,11 @@
 """VILA-U: one autoregressive model that reads and writes images as residual-quantized tokens.
 
-Layout on disk (official-style folder):
+`VilaU.from_pretrained` reads this project's folder layout (below) and the authors' released layout
+(`mit-han-lab/vila-u-7b-256`: genfoundry.vilau.convert, which also writes it). The modules follow the
+config: our ShapeWorld architecture, or the authors' (SigLIP + RQ-VAE tower, rqtransformer depth
+transformer, vicuna_v1 prompts); see docs/vilau_official.md.
+
+Our layout on disk (official-style folder):
 
     config.json                 model_type "genfoundry-vila-u": tower / depth / projector / token settings
     llm/                        transformers Llama (config.json + model.safetensors), tokenizer files,
@@ -24,8 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from genfoundry import hub
-from genfoundry.vilau.depth import DepthConfig, DepthTransformer
-from genfoundry.vilau.tower import TowerConfig, VisionTower
+from genfoundry.vilau.depth import DepthConfig, build_depth_transformer
+from genfoundry.vilau.tower import TowerConfig, build_tower
 
 MODEL_TYPE = "genfoundry-vila-u"
 IM_START, IM_END, VI_START, VI_END = "<im_start>", "<im_end>", "<vi_start>", "<vi_end>"
@@ -33,6 +38,11 @@ SPECIAL_TOKENS = (IM_START, IM_END, VI_START, VI_END)
 VIDEO_WORDS = ("moving", "up", "down")  # clip captions/questions need these beyond the ShapeWorld words
 UNCONDITIONAL_PROMPT = " "
 IMAGE_POSITIONS = ("grid", "none")
+# "genfoundry": [<bos>, image, question] and [<bos>, caption, <im_start>] (the ShapeWorld models);
+# "vila-u": the authors' vicuna_v1 conversation, images as bare token runs where "<image>" stood.
+PROMPT_FORMATS = ("genfoundry", "vila-u")
+VICUNA_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
+                 "The assistant gives helpful, detailed, and polite answers to the user's questions.")
 
 
 def build_vilau_tokenizer():
@@ -62,10 +72,17 @@ class VilaUConfig:
     # LLM sees where a token sits; "none": raster order with 1D RoPE only (the paper's model, and the
     # folders written before the option existed).
     image_position: str = "grid"
+    prompt_format: str = "genfoundry"
+    # The authors' config files as read from a released folder (keys "config", "llm", "vision_tower",
+    # "mm_projector", "generation_config", "preprocessor_config"), so that writing the folder back gives
+    # them unchanged; None for models built here.
+    official_configs: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.image_position not in IMAGE_POSITIONS:
             raise ValueError(f"image_position must be one of {IMAGE_POSITIONS}, got {self.image_position!r}")
+        if self.prompt_format not in PROMPT_FORMATS:
+            raise ValueError(f"prompt_format must be one of {PROMPT_FORMATS}, got {self.prompt_format!r}")
         if isinstance(self.tower, dict):
             self.tower = TowerConfig(**self.tower)
         if isinstance(self.depth, dict):
@@ -81,14 +98,19 @@ class VilaUConfig:
         return self.tower.grid ** 2
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model_type": MODEL_TYPE, "architectures": ["VilaU"], "tower": self.tower.to_dict(),
-                "llm": dict(self.llm), "depth": self.depth.to_dict(), "video_frames": self.video_frames,
-                "image_position": self.image_position, "mm_projector_type": "mlp2x_gelu", "special_tokens": list(SPECIAL_TOKENS)}
+        out = {"model_type": MODEL_TYPE, "architectures": ["VilaU"], "tower": self.tower.to_dict(),
+               "llm": dict(self.llm), "depth": self.depth.to_dict(), "video_frames": self.video_frames,
+               "image_position": self.image_position, "prompt_format": self.prompt_format,
+               "mm_projector_type": "mlp2x_gelu", "special_tokens": list(SPECIAL_TOKENS)}
+        if self.official_configs is not None:
+            out["official_configs"] = self.official_configs
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> VilaUConfig:
         return cls(tower=TowerConfig(**d["tower"]), llm=dict(d["llm"]), depth=DepthConfig(**d["depth"]),
-                   video_frames=int(d.get("video_frames", 4)), image_position=d.get("image_position", "none"))
+                   video_frames=int(d.get("video_frames", 4)), image_position=d.get("image_position", "none"),
+                   prompt_format=d.get("prompt_format", "genfoundry"), official_configs=d.get("official_configs"))
 
     @classmethod
     def tiny(cls) -> VilaUConfig:
@@ -102,18 +124,58 @@ class VilaUConfig:
         return cls(tower=tower, llm=llm, depth=depth, video_frames=2)
 
     @classmethod
-    def official_256(cls) -> VilaUConfig:
-        """The paper's 256px shape: SigLIP-large/16 tower, 16x16 tokens, depth 4, 16384 codes, LLaMA-2-7B."""
-        siglip = {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24,
-                  "num_attention_heads": 16, "patch_size": 16, "image_size": 256}
-        tower = TowerConfig(image_size=256, encoder="siglip", siglip=siglip, code_dim=256, codebook_size=16384,
-                            depth=4, ema_decay=0.99, align_dim=1024,
-                            text={"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24,
-                                  "num_attention_heads": 16, "max_position_embeddings": 64})
+    def official(cls, siglip_name: str, depth: int, decoder_latent_shape: list[int] | None = None) -> VilaUConfig:
+        """The authors' architecture at the shape of a released SigLIP (genfoundry.vilau.rqvae.SIGLIP_CONFIGS)
+        with LLaMA-2-7B (vocabulary 32000 + the four image/video tokens). From their code and the public
+        SigLIP configs: the tower quantizes SigLIP's hidden size with 16384 codes per depth; the LLM and
+        the projector. Assumed (in no file we could read; chosen to match the 2.71 GB of the released
+        vision_tower/model.safetensors): the pixel decoder (their RQ-VAE's default ddconfig) and the
+        depth transformer (their module's defaults: width 2560, 40 heads, 6 layers). A released folder
+        is always built from its own config files, never from these."""
+        from genfoundry.vilau.rqvae import siglip_shapes
+
+        vision, text = siglip_shapes(siglip_name)
+        size, hidden = vision["image_size"], vision["hidden_size"]
+        decoder = {"double_z": False, "z_channels": 256, "resolution": size, "in_channels": 3, "out_ch": 3,
+                   "ch": 128, "ch_mult": [1, 1, 2, 2, 4], "num_res_blocks": 2, "dropout": 0.0,
+                   "attn_resolutions": [(decoder_latent_shape or [size // 16])[0]]}
+        tower = TowerConfig(image_size=size, architecture="rqvaesiglip", siglip=vision, text=text, code_dim=hidden,
+                            codebook_size=16384, depth=depth, pixel_decoder=decoder,
+                            decoder_latent_shape=decoder_latent_shape)
         llm = {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32,
-               "num_key_value_heads": 32, "max_position_embeddings": 4096, "tie_word_embeddings": False}
-        depth = DepthConfig(hidden_size=1024, num_layers=3, num_heads=16)
-        return cls(tower=tower, llm=llm, depth=depth, video_frames=8, image_position="none")
+               "num_key_value_heads": 32, "max_position_embeddings": 4096, "rms_norm_eps": 1e-5,
+               "tie_word_embeddings": False, "vocab_size": 32004, "bos_token_id": 1, "eos_token_id": 2,
+               "pad_token_id": 0}
+        depth_cfg = DepthConfig(hidden_size=2560, num_layers=6, num_heads=40, architecture="rqtransformer")
+        return cls(tower=tower, llm=llm, depth=depth_cfg, video_frames=8, image_position="none",
+                   prompt_format="vila-u")
+
+    @classmethod
+    def official_256(cls) -> VilaUConfig:
+        """vila-u-7b-256: SigLIP-large/16 at 256 px, 16x16 tokens, residual depth 4, LLaMA-2-7B."""
+        return cls.official("google/siglip-large-patch16-256", depth=4)
+
+    @classmethod
+    def official_384(cls) -> VilaUConfig:
+        """The 384 px model of the paper: SigLIP-so400m/14, 27x27 tokens, depth 16 (decoded from 24x24)."""
+        return cls.official("google/siglip-so400m-patch14-384", depth=16, decoder_latent_shape=[24, 24])
+
+    @classmethod
+    def tiny_official(cls) -> VilaUConfig:
+        """The authors' architecture at test size: a 2-layer SigLIP at 32 px (patch 8: 4x4 tokens), depth 2,
+        32 codes, a 4-level pixel decoder (4x4 -> 32x32), a 2-layer depth transformer and a 2-layer Llama."""
+        siglip = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                  "image_size": 32, "patch_size": 8}
+        text = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+                "vocab_size": 64, "max_position_embeddings": 16}
+        decoder = {"z_channels": 32, "resolution": 32, "in_channels": 3, "out_ch": 3, "ch": 32, "ch_mult": [1, 1, 1, 1],
+                   "num_res_blocks": 1, "dropout": 0.0, "attn_resolutions": [4]}
+        tower = TowerConfig(image_size=32, architecture="rqvaesiglip", siglip=siglip, text=text, code_dim=32,
+                            codebook_size=32, depth=2, pixel_decoder=decoder)
+        llm = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+               "num_key_value_heads": 2, "max_position_embeddings": 512, "tie_word_embeddings": False}
+        depth = DepthConfig(hidden_size=32, num_layers=2, num_heads=2, architecture="rqtransformer")
+        return cls(tower=tower, llm=llm, depth=depth, video_frames=2, image_position="none", prompt_format="vila-u")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -125,6 +187,7 @@ class Segment:
     kind: str  # "text" | "image" | "video"
     content: Any  # token ids (list[int]) | codes [h, w, D] | list of codes
     train: bool = False  # text: loss on these tokens; image/video: loss on these codes
+    markers: bool = True  # image/video: wrap in <im_start>/<im_end> (<vi_start>/<vi_end>); False: bare tokens
 
 
 @dataclass
@@ -181,17 +244,22 @@ class VilaU(nn.Module):
         self.config = config
         self.tokenizer = tokenizer if tokenizer is not None else build_vilau_tokenizer()
         vocab = len(self.tokenizer)
+        # The authors' LLaMA tokenizer may have no pad token: padding positions are masked, any id serves.
         pad = self.tokenizer.pad_token_id
-        self.tower = VisionTower(config.tower, vocab, pad, self.tokenizer.bos_token_id, self.tokenizer.eos_token_id)
-        llm_kwargs = dict(config.llm)
-        llm_kwargs.update(vocab_size=vocab, pad_token_id=pad, bos_token_id=self.tokenizer.bos_token_id,
-                          eos_token_id=self.tokenizer.eos_token_id)
+        self.pad_id = pad if pad is not None else (self.tokenizer.unk_token_id or 0)
+        self.tower = build_tower(config.tower, vocab, self.pad_id, self.tokenizer.bos_token_id,
+                                 self.tokenizer.eos_token_id)
+        llm_kwargs = dict(config.llm)  # a released LLM config names its own vocabulary size and token ids
+        defaults = {"vocab_size": vocab, "pad_token_id": self.pad_id, "bos_token_id": self.tokenizer.bos_token_id,
+               "eos_token_id": self.tokenizer.eos_token_id}
+        for key, value in defaults.items():
+            llm_kwargs.setdefault(key, value)
         llm_config = LlamaConfig(**llm_kwargs)
         llm_config._attn_implementation = "sdpa"
         self.llm = LlamaForCausalLM(llm_config)
         hidden = llm_config.hidden_size
         self.mm_projector = nn.Sequential(nn.Linear(config.tower.code_dim, hidden), nn.GELU(), nn.Linear(hidden, hidden))
-        self.depth_transformer = DepthTransformer(config.depth)
+        self.depth_transformer = build_depth_transformer(config.depth)
         self.grid_position = GridPosition(config.tower.grid, hidden) if config.image_position == "grid" else None
         ids = self.tokenizer.convert_tokens_to_ids(list(SPECIAL_TOKENS))
         if self.tokenizer.unk_token_id in ids:
@@ -211,14 +279,59 @@ class VilaU(nn.Module):
                               return_tensors="pt")["input_ids"].to(self.device)
 
     def text_ids(self, text: str) -> list[int]:
-        """Token ids of `text` without <bos>; raises if a word is unknown to the vocabulary."""
+        """Token ids of `text` without <bos>; with a word-level (ShapeWorld) vocabulary, raises if a word
+        is unknown to it (subword tokenizers such as LLaMA's spell any text)."""
+        from tokenizers import models
+
         from genfoundry.shapes.tokenizer import out_of_vocabulary
 
-        unknown = out_of_vocabulary(text, self.tokenizer)
-        if unknown:
-            raise ValueError(f"unknown word(s) {unknown} in {text!r}; this model knows only the ShapeWorld "
-                             f"vocabulary (e.g. colours, shapes, 'what color is the circle?')")
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is not None and isinstance(backend.model, models.WordLevel):
+            unknown = out_of_vocabulary(text, self.tokenizer)
+            if unknown:
+                raise ValueError(f"unknown word(s) {unknown} in {text!r}; this model knows only the ShapeWorld "
+                                 f"vocabulary (e.g. colours, shapes, 'what color is the circle?')")
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    # ------------------------------------------------------------------ prompts
+    @property
+    def ranks_candidates(self) -> bool:
+        """Whether best-of-N drawing can rank this model's images (the rankers ask ShapeWorld questions
+        in our prompt format)."""
+        return self.config.prompt_format == "genfoundry"
+
+    def question_segments(self, visual: Segment, question: str) -> list[Segment]:
+        """The segments of a question about an image or video (`visual`), in the model's prompt format.
+        "vila-u" follows the authors' inference: "<system> USER: <image>\n<question> ASSISTANT:", one
+        bare run of image tokens per frame, each followed by a newline."""
+        if self.config.prompt_format == "genfoundry":
+            return [visual, Segment("text", self.text_ids(question))]
+        frames = visual.content if visual.kind == "video" else [visual.content]
+        segments = [Segment("text", self.text_ids(f"{VICUNA_SYSTEM} USER: "))]
+        for i, frame in enumerate(frames):
+            segments.append(Segment("image", frame, markers=False))
+            if i < len(frames) - 1:
+                segments.append(Segment("text", self.text_ids("\n")))
+        segments.append(Segment("text", self.text_ids(f"\n{question} ASSISTANT:")))
+        return segments
+
+    def generation_prompt_ids(self, prompt: str | None, video: bool = False) -> list[int]:
+        """Token ids that precede the first image token of a drawing; `prompt` None gives the
+        unconditional prompt of classifier-free guidance. "vila-u": the conversation with the caption
+        (empty for the unconditional row, as the authors' " " strips to nothing) ending in
+        " <im_start>" (" <vi_start>" for a video)."""
+        bos = self.tokenizer.bos_token_id
+        if self.config.prompt_format == "genfoundry":
+            text = UNCONDITIONAL_PROMPT if prompt is None else prompt
+            return [bos, *self.text_ids(text), *([self.vi_start_id] if video else []), self.im_start_id]
+        user = (prompt or "").strip()
+        turn = f"USER: {user} ASSISTANT:" if user else "USER:ASSISTANT:"
+        return [bos, *self.text_ids(f"{VICUNA_SYSTEM} {turn} {VI_START if video else IM_START}")]
+
+    def frame_separator_ids(self) -> list[int]:
+        """Tokens fed between the frames of a drawn video: <im_end><im_start> in our format; none in the
+        authors' (their frames follow each other directly after <vi_start>)."""
+        return [self.im_end_id, self.im_start_id] if self.config.prompt_format == "genfoundry" else []
 
     def embed_inputs(self, input_ids: torch.Tensor, image_codes: torch.Tensor | None = None,
                      image_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -264,22 +377,24 @@ class VilaU(nn.Module):
         targets: list[bool] = []
         images: list[tuple[int, torch.Tensor, bool]] = []
         g, d = self.config.tower.grid, self.config.tower.depth
-        pad = self.tokenizer.pad_token_id
+        pad = self.pad_id
 
         def add_text(tokens: list[int], train: bool) -> None:
             ids.extend(int(t) for t in tokens)
             labels.extend(int(t) if train else -100 for t in tokens)
             targets.extend([False] * len(tokens))
 
-        def add_image(grid: torch.Tensor, train: bool) -> None:
+        def add_image(grid: torch.Tensor, train: bool, markers: bool = True) -> None:
             if tuple(grid.shape) != (g, g, d):
                 raise ValueError(f"image codes must be [{g}, {g}, {d}], got {tuple(grid.shape)}")
-            add_text([self.im_start_id], False)
+            if markers:
+                add_text([self.im_start_id], False)
             images.append((len(ids), grid.reshape(g * g, d).long().cpu(), train))
             ids.extend([pad] * (g * g))
             labels.extend([-100] * (g * g))
             targets.extend([train] * (g * g))
-            add_text([self.im_end_id], False)
+            if markers:
+                add_text([self.im_end_id], False)
 
         if bos:
             add_text([self.tokenizer.bos_token_id], False)
@@ -287,12 +402,14 @@ class VilaU(nn.Module):
             if seg.kind == "text":
                 add_text(list(seg.content), seg.train)
             elif seg.kind == "image":
-                add_image(seg.content, seg.train)
+                add_image(seg.content, seg.train, seg.markers)
             elif seg.kind == "video":
-                add_text([self.vi_start_id], False)
+                if seg.markers:
+                    add_text([self.vi_start_id], False)
                 for frame in seg.content:
-                    add_image(frame, seg.train)
-                add_text([self.vi_end_id], False)
+                    add_image(frame, seg.train, seg.markers)
+                if seg.markers:
+                    add_text([self.vi_end_id], False)
             else:
                 raise ValueError(f"unknown segment kind {seg.kind!r}")
         return {"ids": ids, "labels": labels, "targets": targets, "images": images}
@@ -313,7 +430,7 @@ class VilaU(nn.Module):
             raise ValueError(f"sequence of {length} tokens exceeds the LLM's max_position_embeddings "
                              f"{self.llm.config.max_position_embeddings}")
         b = len(sequences)
-        pad = self.tokenizer.pad_token_id
+        pad = self.pad_id
         input_ids = torch.full((b, length), pad, dtype=torch.long)
         image_codes = torch.zeros((b, length, depth), dtype=torch.long)
         image_mask = torch.zeros((b, length), dtype=torch.bool)
@@ -451,8 +568,12 @@ class VilaU(nn.Module):
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike = "vila-u-shapes",
-                        device: str | torch.device = "cpu") -> VilaU:
-        from transformers import PreTrainedTokenizerFast
+                        device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> VilaU:
+        """Load a VILA-U folder in either layout: ours (model_type "genfoundry-vila-u") or the authors'
+        released one ("vila_u_llama", e.g. mit-han-lab/vila-u-7b-256: see genfoundry.vilau.convert, which
+        builds it on the meta device and streams the tensors). `dtype` None keeps float32 for our layout
+        and the stored dtype for the authors' (16-bit on a GPU)."""
+        from genfoundry.vilau import convert
 
         root = hub.resolve(name_or_path)
         if not (root / "config.json").is_file():
@@ -462,10 +583,12 @@ class VilaU(nn.Module):
             raw = json.loads((root / "config.json").read_text())
         except json.JSONDecodeError as err:
             raise hub.CheckpointError(f"{root / 'config.json'} is not valid JSON: {err}") from None
+        if convert.is_official_config(raw):
+            return convert.load_official(root, device=device, dtype=dtype)
         if raw.get("model_type") != MODEL_TYPE:
             raise hub.CheckpointError(
-                f"{root} has model_type {raw.get('model_type')!r}, expected {MODEL_TYPE!r}; official VILA-U "
-                "(7B) weights use other parameter names and cannot be loaded by this implementation")
+                f"{root / 'config.json'} has model_type {raw.get('model_type')!r}: not a VILA-U folder (expected "
+                f"{MODEL_TYPE!r}, or the authors' {convert.OFFICIAL_MODEL_TYPE!r})")
         config = VilaUConfig.from_dict(raw)
         missing = [p for p in ("llm/model.safetensors", "llm/depth_transformer.safetensors", "llm/tokenizer.json",
                                "vision_tower/model.safetensors", "mm_projector/model.safetensors")
@@ -473,7 +596,7 @@ class VilaU(nn.Module):
                    if not (root / p).is_file()]
         if missing:
             raise hub.CheckpointError(f"{root} is incomplete; missing: {', '.join(missing)}")
-        tokenizer = PreTrainedTokenizerFast.from_pretrained(str(root / "llm"))
+        tokenizer = load_tokenizer(root / "llm")
         model = cls(config, tokenizer)
         for module, file in ((model.llm, "llm/model.safetensors"),
                              (model.depth_transformer, "llm/depth_transformer.safetensors"),
@@ -485,4 +608,32 @@ class VilaU(nn.Module):
             tensors, _ = hub.load_file(root / file)
             hub.check_state_dict(tensors, module.state_dict(), what=str(root / file))
             module.load_state_dict(tensors)
+        if dtype is not None:
+            model.to(dtype)
         return model.to(device).eval()
+
+
+def load_tokenizer(folder: Path):
+    """The tokenizer saved in `folder`: our word-level one (a tokenizers backend) or a transformers class
+    named in tokenizer_config.json (the authors' LLaMA tokenizer, read from tokenizer.model)."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    config = folder / "tokenizer_config.json"
+    try:
+        kind = json.loads(config.read_text()).get("tokenizer_class") if config.is_file() else None
+    except json.JSONDecodeError as err:
+        raise hub.CheckpointError(f"{config} is not valid JSON: {err}") from None
+    if kind in (None, "TokenizersBackend", "PreTrainedTokenizerFast"):
+        return PreTrainedTokenizerFast.from_pretrained(str(folder))
+    if not (folder / "tokenizer.json").is_file() and (folder / "tokenizer.model").is_file():
+        import importlib.util
+
+        lacking = [m for m in ("sentencepiece", "google.protobuf") if importlib.util.find_spec(m.split(".")[0]) is None]
+        if lacking:
+            raise hub.CheckpointError(f"reading {folder / 'tokenizer.model'} needs the packages sentencepiece and "
+                                      "protobuf: pip install 'genfoundry[vilau-official]'")
+    try:
+        return AutoTokenizer.from_pretrained(str(folder))
+    except (OSError, ValueError, ImportError) as err:
+        raise hub.CheckpointError(f"could not read the {kind} tokenizer in {folder}: "
+                                  f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from None

@@ -4,6 +4,11 @@ One set of discrete tokens serves both directions: the codes are what the LLM re
 decoder turns them back into pixels, and the alignment head pulls the quantized features towards a
 frozen text encoder's caption embeddings (SigLIP sigmoid loss), which is what makes the tokens
 useful for understanding and not only for reconstruction.
+
+`TowerConfig.architecture` picks the modules: "genfoundry" (this file: conv or SigLIP encoder, conv
+decoder, alignment head over a frozen text encoder) or "rqvaesiglip" (the authors' released tower,
+`genfoundry.vilau.rqvae`: SigLIP's layers up to L-2 straight into the quantizer, a VQGAN-style pixel
+decoder, SigLIP's own text side). `build_tower` builds either.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from torch import nn
 
 
 ALIGN_IMAGE_HEADS = ("mlp", "attention")
+TOWER_ARCHITECTURES = ("genfoundry", "rqvaesiglip")
 
 
 @dataclass
@@ -43,9 +49,22 @@ class TowerConfig:
         "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4,
         "max_position_embeddings": 24,
     })  # SiglipTextConfig kwargs of the frozen text encoder (vocab_size filled from the tokenizer)
+    # "rqvaesiglip": the authors' tower (genfoundry.vilau.rqvae). `siglip` and `text` are then the SigLIP
+    # vision and text configs (the text side keeps SigLIP's own vocabulary), `pixel_decoder` the decoder's
+    # keyword arguments (their `ddconfig`), `decoder_latent_shape` the [h, w] the code grid is resized to
+    # before decoding (384 px: 27x27 codes -> 24x24), `shared_codebook` one codebook for every depth.
+    architecture: str = "genfoundry"
+    pixel_decoder: dict[str, Any] | None = None
+    decoder_latent_shape: list[int] | None = None
+    shared_codebook: bool = False
 
     def __post_init__(self) -> None:
         self.channels = tuple(self.channels)
+        if self.architecture not in TOWER_ARCHITECTURES:
+            raise ValueError(f"tower architecture must be one of {TOWER_ARCHITECTURES}, got {self.architecture!r}")
+        if self.architecture == "rqvaesiglip":
+            self._check_rqvaesiglip()
+            return
         if self.encoder not in ("conv", "siglip"):
             raise ValueError(f"tower encoder must be 'conv' or 'siglip', got {self.encoder!r}")
         if self.encoder == "siglip" and not self.siglip:
@@ -59,6 +78,20 @@ class TowerConfig:
             raise ValueError(f"image_size {self.image_size} must be a multiple of the downsampling "
                              f"factor {self.downsample}")
 
+    def _check_rqvaesiglip(self) -> None:
+        if not self.siglip or not self.pixel_decoder:
+            raise ValueError("tower architecture 'rqvaesiglip' needs `siglip` (SiglipVisionConfig kwargs) and "
+                             "`pixel_decoder` (the decoder's ddconfig)")
+        self.encoder = "siglip"
+        hidden = int(self.siglip["hidden_size"])
+        if self.code_dim != hidden:
+            raise ValueError(f"rqvaesiglip quantizes SigLIP features directly: code_dim {self.code_dim} must equal "
+                             f"the SigLIP hidden_size {hidden}")
+        if int(self.siglip.get("image_size", self.image_size)) != self.image_size:
+            raise ValueError(f"siglip image_size {self.siglip['image_size']} != tower image_size {self.image_size}")
+        if self.depth < 1 or self.codebook_size < 2:
+            raise ValueError(f"need depth >= 1 and codebook_size >= 2, got {self.depth}, {self.codebook_size}")
+
     @property
     def downsample(self) -> int:
         if self.encoder == "siglip":
@@ -67,7 +100,7 @@ class TowerConfig:
 
     @property
     def grid(self) -> int:
-        return self.image_size // self.downsample
+        return self.image_size // self.downsample  # SigLIP's patch conv drops a remainder (384 / 14 -> 27)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -179,14 +212,20 @@ class ResidualQuantizer(nn.Module):
     """
 
     def __init__(self, depth: int, codebook_size: int, dim: int, decay: float = 0.99,
-                 dead_code_threshold: float = 0.03, commitment_weight: float = 0.25) -> None:
+                 dead_code_threshold: float = 0.03, commitment_weight: float = 0.25,
+                 padding_row: bool = False) -> None:
         super().__init__()
         self.depth, self.codebook_size, self.dim = depth, codebook_size, dim
         self.decay, self.dead_code_threshold, self.commitment_weight = decay, dead_code_threshold, commitment_weight
-        self.register_buffer("codebooks", torch.randn(depth, codebook_size, dim) * 0.1)
+        # in place: one allocation (a 384 px release's 16 codebooks are 1.2 GB in float32)
+        self.register_buffer("codebooks", torch.randn(depth, codebook_size, dim).mul_(0.1))
         self.register_buffer("cluster_size", torch.ones(depth, codebook_size))
         self.register_buffer("embed_sum", self.codebooks.clone())
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+        if padding_row:
+            # The authors' codebooks are nn.Embedding(n_embed + 1, C, padding_idx=n_embed): a last row that
+            # no code selects. It is kept here so their checkpoints convert back unchanged.
+            self.register_buffer("padding", torch.zeros(depth, dim))
 
     def embed(self, codes: torch.Tensor) -> torch.Tensor:
         """codes [..., D'] (D' <= D, the first depths) -> summed embedding [..., C]."""
@@ -207,7 +246,7 @@ class ResidualQuantizer(nn.Module):
         residual = z
         codes, residuals = [], []
         for d in range(self.depth):
-            book = self.codebooks[d]
+            book = self.codebooks[d].to(residual.dtype)  # fp32 distances for 16-bit codebooks too
             dist2 = residual.pow(2).sum(1, keepdim=True) - 2 * residual @ book.t() + book.pow(2).sum(1)[None]
             idx = dist2.argmin(dim=1)
             codes.append(idx)
@@ -384,6 +423,15 @@ class AlignmentHead(nn.Module):
 # The tower
 
 
+def build_tower(config: TowerConfig, vocab_size: int, pad_id: int, bos_id: int = 1, eos_id: int = 2) -> nn.Module:
+    """The vision tower `config.architecture` names (the token ids are for our frozen text encoder)."""
+    if config.architecture == "rqvaesiglip":
+        from genfoundry.vilau.rqvae import RQVAESiglipTower
+
+        return RQVAESiglipTower(config)
+    return VisionTower(config, vocab_size, pad_id, bos_id, eos_id)
+
+
 @dataclass
 class TowerOutput:
     reconstruction: torch.Tensor
@@ -392,7 +440,36 @@ class TowerOutput:
     dead_restarts: int
 
 
-class VisionTower(nn.Module):
+class CodeTower(nn.Module):
+    """What every tower shares: image checks and the code grid <-> quantizer (`self.config`, `self.quantizer`
+    and `encode` come from the subclass)."""
+
+    config: TowerConfig
+    quantizer: ResidualQuantizer
+
+    def _check_images(self, images: torch.Tensor) -> None:
+        s = self.config.image_size
+        if images.ndim != 4 or images.shape[1] != 3 or images.shape[2:] != (s, s):
+            raise ValueError(f"vision tower expects images [B, 3, {s}, {s}] in [-1, 1], got {tuple(images.shape)}")
+
+    def _check_codes(self, codes: torch.Tensor) -> None:
+        g, d = self.config.grid, self.config.depth
+        if codes.ndim != 4 or codes.shape[1:] != (g, g, d):
+            raise ValueError(f"codes must have shape [B, {g}, {g}, {d}], got {tuple(codes.shape)}")
+
+    @torch.no_grad()
+    def tokenize(self, images: torch.Tensor) -> torch.Tensor:
+        """images [B,3,S,S] in [-1,1] -> codes [B, g, g, D]."""
+        g = self.config.grid
+        _, q = self.encode(images)
+        return q.codes.reshape(images.shape[0], g, g, self.config.depth)
+
+    def codes_to_features(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes [B, g, g, D] -> quantized feature grid [B, C, g, g] (the sum of the D code embeddings)."""
+        return self.quantizer.embed(codes).permute(0, 3, 1, 2)
+
+
+class VisionTower(CodeTower):
     def __init__(self, config: TowerConfig, vocab_size: int, pad_id: int, bos_id: int = 1, eos_id: int = 2) -> None:
         super().__init__()
         self.config = config
@@ -402,11 +479,6 @@ class VisionTower(nn.Module):
         self.decoder = ConvDecoder(config)
         self.text_encoder = FrozenTextEncoder(config.text, vocab_size, pad_id, bos_id, eos_id)
         self.align = AlignmentHead(config, self.text_encoder.out_dim)
-
-    def _check_images(self, images: torch.Tensor) -> None:
-        s = self.config.image_size
-        if images.ndim != 4 or images.shape[1] != 3 or images.shape[2:] != (s, s):
-            raise ValueError(f"vision tower expects images [B, 3, {s}, {s}] in [-1, 1], got {tuple(images.shape)}")
 
     def _features_to_grid(self, flat: torch.Tensor, b: int) -> torch.Tensor:
         g = self.config.grid
@@ -421,22 +493,9 @@ class VisionTower(nn.Module):
         return self._features_to_grid(q.quantized, b), q
 
     @torch.no_grad()
-    def tokenize(self, images: torch.Tensor) -> torch.Tensor:
-        """images [B,3,S,S] in [-1,1] -> codes [B, g, g, D]."""
-        g = self.config.grid
-        _, q = self.encode(images)
-        return q.codes.reshape(images.shape[0], g, g, self.config.depth)
-
-    def codes_to_features(self, codes: torch.Tensor) -> torch.Tensor:
-        """codes [B, g, g, D] -> quantized feature grid [B, C, g, g]."""
-        return self.quantizer.embed(codes).permute(0, 3, 1, 2)
-
-    @torch.no_grad()
     def detokenize(self, codes: torch.Tensor) -> torch.Tensor:
         """codes [B, g, g, D] -> images [B, 3, S, S] in [-1, 1]."""
-        g, d = self.config.grid, self.config.depth
-        if codes.ndim != 4 or codes.shape[1:] != (g, g, d):
-            raise ValueError(f"codes must have shape [B, {g}, {g}, {d}], got {tuple(codes.shape)}")
+        self._check_codes(codes)
         return self.decoder(self.codes_to_features(codes)).clamp(-1, 1)
 
     def set_align_image_head(self, kind: str) -> None:
