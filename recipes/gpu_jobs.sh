@@ -1,4 +1,5 @@
-# Shared pieces of benchmarks/gpu_session_*.sh (sourced; expects $py, $out, $device and $start).
+# Shared pieces of the fixed-time GPU recipes in recipes/*_gpu.sh (sourced; expects $py, $out, $device and
+# $start).
 
 # vilau_job INIT_FROM LR WARMUP BUDGET_SECONDS WORKERS [NAME [more train options]]: continue VILA-U stage 2
 # from a finished folder into $out/NAME (default vilau) for a wall-clock budget (killed 100 s after it, so
