@@ -30,7 +30,8 @@ sana_continue_job() {
 }
 
 # pack ITEM...: the existing items of $out (no checkpoints, no frozen VILA-U tower) as
-# results.tar.part-* pieces of at most 15 MiB (the device tool returns files of up to 16 MiB).
+# results.tar.part-* pieces of at most 15 MiB (small enough to copy back from a remote GPU machine that
+# limits the size of each returned file).
 pack() {
   local items=() f
   for f in "$@"; do [ -e "$out/$f" ] && items+=("$f"); done
