@@ -16,7 +16,9 @@ machine more threads per process are slower, and the smoke modes measure nothing
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -50,6 +52,12 @@ SMOKE: dict[str, list[str]] = {
     "sana_linear_attention": ["--quick"],
     "vilau_ablation": ["--quick"],
 }
+# what a smoke mode needs besides the Python packages of `make install`: programs on PATH, optional modules;
+# without them the script is reported as SKIP with the reason
+NEEDS: dict[str, dict[str, list[str]]] = {
+    "lego_report": {"programs": ["iverilog"]},
+    "gemm_w4a4": {"modules": ["triton"]},
+}
 # scripts that cannot run here yet, with the reason (reported as SKIP, never silently)
 NOT_RUN: dict[str, str] = {
     "sana_gpu": "writes only into benchmarks/results/ (no harness, no results option yet)",
@@ -76,9 +84,17 @@ def snapshot(folders: list[Path]) -> dict[str, tuple[int, int]]:
             for folder in folders if folder.is_dir() for f in folder.rglob("*") if f.is_file()}
 
 
+def missing_needs(name: str) -> list[str]:
+    needs = NEEDS.get(name, {})
+    return ([f"{p} on PATH" for p in needs.get("programs", []) if shutil.which(p) is None]
+            + [f"the {m} module" for m in needs.get("modules", []) if importlib.util.find_spec(m) is None])
+
+
 def run_one(name: str, results: Path, timeout: float) -> Outcome:
     if name in NOT_RUN:
         return Outcome(name, "SKIP", 0.0, detail=NOT_RUN[name])
+    if missing := missing_needs(name):
+        return Outcome(name, "SKIP", 0.0, detail="needs " + " and ".join(missing))
     if name not in SMOKE:
         return Outcome(name, "FAIL", 0.0, detail="no smoke mode registered in benchmarks/run_all.py (SMOKE)")
     results.mkdir(parents=True, exist_ok=True)

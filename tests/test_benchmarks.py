@@ -32,7 +32,7 @@ def test_run_all_knows_every_benchmark_and_refuses_a_full_run(tmp_path):
         sys.path.remove(str(ROOT / "benchmarks"))
     registered = set(runner.SMOKE) | set(runner.NOT_RUN)
     assert set(runner.discover()) == registered, "register each benchmark's smoke arguments in run_all.SMOKE"
-    assert not set(runner.SMOKE) & set(runner.NOT_RUN)
+    assert not set(runner.SMOKE) & set(runner.NOT_RUN) and set(runner.NEEDS) <= set(runner.SMOKE)
     # a benchmark without a registered smoke mode fails instead of being left out
     outcome = runner.run_one("not_registered", tmp_path / "x", timeout=10)
     assert outcome.status == "FAIL" and "no smoke mode" in outcome.detail
