@@ -13,7 +13,7 @@ f32, 32 latent channels) at 1/16 of its widths (8..64 channels), because the ful
 tiled / untiled, not the absolute MiB. `--config dc-ae-f32c32 --device cuda` runs the real widths.
 
     python benchmarks/dcae_tiling.py                      # CPU, 1024 and 2048 px
-    python benchmarks/dcae_tiling.py --quick              # smoke test, small sizes
+    python benchmarks/dcae_tiling.py --quick              # smoke test: 256 px decode, 128 px tiles
     python benchmarks/dcae_tiling.py --device cuda --config dc-ae-f32c32 --dtype bfloat16 \
         --sizes 1024 2048 4096 --tile-size 1024 --tile-overlap 256
 """
@@ -22,20 +22,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+from harness import environment, synchronize, write_results
 
 from genfoundry import hub
 from genfoundry.sana.dcae import DCAE, DCAEConfig
 
-RESULTS = Path(__file__).parent / "results"
 NAME = "dcae_tiling"
 # untiled; every stage tiled (bounded memory); attention stages whole + conv stages tiled (see DCAE.decode)
 MODES = ("untiled", "tiled", "tiled-global-attn")
@@ -90,13 +88,13 @@ def child(spec: dict) -> None:
         if device.type == "cuda":
             crop = spec["tile_size"] // (model.spatial_compression_ratio if spec["op"] == "decode" else 1)
             fn(x[..., :crop, :crop], tile=False)  # warm up kernels outside the measurement
-            torch.cuda.synchronize()
+            synchronize("cuda")
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
             before = torch.cuda.memory_allocated()
             start = time.perf_counter()
             out = fn(x, **kwargs)
-            torch.cuda.synchronize()
+            synchronize("cuda")
             seconds = time.perf_counter() - start
             peak_mib = (torch.cuda.max_memory_allocated() - before) / 2**20
             method = "torch.cuda.max_memory_allocated"
@@ -134,15 +132,6 @@ def measure(spec: dict) -> dict:
     return json.loads(lines[-1][len("RESULT "):])
 
 
-def device_name(device: str) -> str:
-    if device == "cuda":
-        return torch.cuda.get_device_name(0)
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "cpu"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default="f32-narrow", help="f32-narrow or a DCAEConfig.named name")
@@ -154,18 +143,19 @@ def main() -> None:
     parser.add_argument("--tile-overlap", type=int, default=128, help="tile overlap in image pixels")
     parser.add_argument("--untiled-max", type=int, default=None, help="skip untiled runs above this size")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--quick", action="store_true", help="smoke test: 256/512 px, 128 px tiles")
-    parser.add_argument("--name", default=None, help="results file stem (default dcae_tiling, dcae_tiling_cuda)")
-    parser.add_argument("--results-dir", type=Path, default=RESULTS)
+    parser.add_argument("--quick", action="store_true", help="smoke test: decode at 256 px, 128 px tiles")
+    parser.add_argument("--name", default=None,
+                        help="results file stem (default dcae_tiling, dcae_tiling_cuda; _quick added with --quick)")
+    parser.add_argument("--results-dir", type=Path, default=None, help="default: benchmarks/results")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(json.loads(args.child))
         return
     if args.name is None:
-        args.name = NAME if args.device == "cpu" else f"{NAME}_{args.device}"
+        args.name = (NAME if args.device == "cpu" else f"{NAME}_{args.device}") + ("_quick" if args.quick else "")
     if args.quick:
-        args.sizes, args.tile_size, args.tile_overlap = [256, 512], 128, 32
+        args.sizes, args.ops, args.tile_size, args.tile_overlap = [256], ["decode"], 128, 32
     config = make_config(args.config)
     f = config.spatial_compression_ratio
     rows = []
@@ -195,25 +185,22 @@ def main() -> None:
     with torch.device("meta"):
         params_m = sum(p.numel() for p in DCAE(config).parameters()) / 1e6
     meta = {
-        "config": args.config, "device": args.device, "device_name": device_name(args.device), "dtype": args.dtype,
-        "threads": args.threads, "tile_size_px": args.tile_size, "tile_overlap_px": args.tile_overlap,
-        "params_m": params_m,
-        "compression": f, "torch": torch.__version__, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "config": args.config, "device": args.device, "dtype": args.dtype, "threads": args.threads,
+        "tile_size_px": args.tile_size, "tile_overlap_px": args.tile_overlap, "params_m": params_m, "compression": f,
     }
-    write_results(args.results_dir, args.name, meta, rows)
+    title = (f"DC-AE tiling: {meta['config']} ({meta['params_m']:.1f}M params, f{meta['compression']}), "
+             f"{meta['dtype']}, {meta['threads']} thread(s)")
+    markdown = results_markdown(meta, rows)
+    write_results(args.name, {"meta": meta, "rows": rows}, markdown, out_dir=args.results_dir,
+                  env=environment(args.device), title=title)
+    print(markdown)
 
 
-def write_results(folder: Path, name: str, meta: dict, rows: list[dict]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    hub.write_json_atomic(folder / f"{name}.json", {"meta": meta, "rows": rows})
+def results_markdown(meta: dict, rows: list[dict]) -> str:
     lines = [
-        f"# DC-AE tiling: {meta['config']} ({meta['params_m']:.1f}M params, f{meta['compression']}), "
-        f"{meta['device_name']}, {meta['dtype']}, {meta['threads']} thread(s)",
-        "",
         f"Tiles {meta['tile_size_px']} px with {meta['tile_overlap_px']} px overlap; one fresh process per row; "
         f"peak = extra memory during the call ({rows[0].get('method', '') if rows else ''}), output included. "
-        "Errors: tiled vs untiled output of the same model and input (random weights). "
-        f"{meta['date']}, torch {meta['torch']}.",
+        "Errors: tiled vs untiled output of the same model and input (random weights).",
         "",
         "Modes: `untiled`; `tiled` = every stage per tile (memory bounded by one tile); `tiled-global-attn` = "
         "the low-resolution attention stages on the whole input, the high-resolution conv stages per tile. "
@@ -235,9 +222,7 @@ def write_results(folder: Path, name: str, meta: dict, rows: list[dict]) -> None
             f"| {r['op']} | {r['size']} | {r['latents']}x{r['latents']} | {mode} | {r['peak_mib']:.0f} | "
             f"{r['output_mib']:.2f} | {r['seconds']:.2f} | {errs} |"
         )
-    lines.append("")
-    hub.write_text_atomic(folder / f"{name}.md", "\n".join(lines))
-    print("\n".join(lines))
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

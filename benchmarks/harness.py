@@ -2,7 +2,10 @@
 writer for results (JSON + markdown under benchmarks/results/).
 
 A benchmark script imports it as ``from harness import ...`` (scripts run as ``python benchmarks/x.py``,
-so this folder is on the path) and ends with ``write_results(name, payload, markdown)``.
+so this folder is on the path; experiments/ scripts put it there themselves) and ends with
+``write_results(name, payload, markdown)``. Results go to ``results_dir()``: the folder named by the
+environment variable GENFOUNDRY_BENCH_RESULTS when it is set (``benchmarks/run_all.py --quick`` points it at
+a temporary folder, so smoke runs never touch the recorded results), else the script's default.
 """
 
 from __future__ import annotations
@@ -19,6 +22,25 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
+RESULTS_ENV = "GENFOUNDRY_BENCH_RESULTS"
+
+
+def results_dir(default: Path | None = None) -> Path:
+    """The folder results go to: $GENFOUNDRY_BENCH_RESULTS when set, else `default`, else benchmarks/results."""
+    override = os.environ.get(RESULTS_ENV)
+    if override:
+        return Path(override)
+    return Path(default) if default is not None else RESULTS
+
+
+def _script_command() -> str:
+    """The command line as run from the repository root: 'benchmarks/x.py --quick'."""
+    script = Path(sys.argv[0]).resolve()
+    try:
+        shown = str(script.relative_to(ROOT))
+    except ValueError:
+        shown = str(script)
+    return " ".join([shown, *sys.argv[1:]])
 
 
 def _cpu_name() -> str:
@@ -52,7 +74,7 @@ def environment(device: str | None = None) -> dict:
         "torch_threads": torch.get_num_threads(),
         "platform": platform.platform(),
         "commit": _git_commit(),
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "command": _script_command(),
     }
     use_cuda = torch.cuda.is_available() and (device is None or str(device).startswith("cuda"))
     if use_cuda:
@@ -83,26 +105,57 @@ def synchronize(device: str | None) -> None:
         torch.cuda.synchronize()
 
 
+def timing_stats(times_ms: Sequence[float]) -> dict:
+    """Median, mean and min of a list of milliseconds, how many there were, and the list itself."""
+    return {"median_ms": statistics.median(times_ms), "mean_ms": statistics.fmean(times_ms), "min_ms": min(times_ms),
+            "calls": len(times_ms), "all_ms": list(times_ms)}
+
+
 def time_fn(fn: Callable[[], object], *, warmup: int = 3, repeat: int = 10, device: str | None = None,
-            min_seconds: float = 0.0) -> dict:
+            min_seconds: float = 0.0, clock: Callable[[], float] = time.perf_counter) -> dict:
     """Time `fn()` after `warmup` calls: `repeat` timed calls (more if `min_seconds` is not reached).
 
     On CUDA each call is bracketed by synchronisation so the time is the work's, not the launch's.
-    Returns milliseconds: median, mean, min, and the number of timed calls."""
+    `clock` is wall time by default; ``time.process_time`` measures the process's CPU time instead (steadier
+    on a shared machine with one thread). Returns milliseconds: median, mean, min, and the number of calls."""
     for _ in range(warmup):
         fn()
     synchronize(device)
     times: list[float] = []
     start_all = time.perf_counter()
     while len(times) < repeat or (time.perf_counter() - start_all) < min_seconds:
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
         synchronize(device)
-        times.append((time.perf_counter() - t0) * 1e3)
+        times.append((clock() - t0) * 1e3)
         if len(times) >= 10_000:
             break
-    return {"median_ms": statistics.median(times), "mean_ms": statistics.fmean(times), "min_ms": min(times),
-            "calls": len(times)}
+    return timing_stats(times)
+
+
+def time_interleaved(fns: Mapping[str, Callable[[int], object]], *, repeat: int, warmup: int = 0,
+                     clocks: Mapping[str, Callable[[], float]] | None = None,
+                     device: str | None = None) -> tuple[dict[str, dict[str, dict]], dict[str, list]]:
+    """Time several ways of doing the same work side by side: each of `repeat` rounds calls every fn in turn
+    with the round's index, so a drift in the machine's speed reaches all of them alike instead of whichever
+    ran last. `warmup` untimed rounds come first. `clocks` maps a name to a clock (default: wall time).
+
+    Returns ({way: {clock name: timing_stats}}, {way: [its return value in each timed round]})."""
+    clocks = dict(clocks or {"wall": time.perf_counter})
+    for r in range(warmup):
+        for fn in fns.values():
+            fn(r)
+    synchronize(device)
+    times = {name: {c: [] for c in clocks} for name in fns}
+    outputs: dict[str, list] = {name: [] for name in fns}
+    for r in range(repeat):
+        for name, fn in fns.items():
+            start = {c: clock() for c, clock in clocks.items()}
+            outputs[name].append(fn(r))
+            synchronize(device)
+            for c, clock in clocks.items():
+                times[name][c].append((clock() - start[c]) * 1e3)
+    return {name: {c: timing_stats(t) for c, t in per.items()} for name, per in times.items()}, outputs
 
 
 def cuda_time_fn(fn: Callable[[], object], *, warmup: int = 10, repeat: int = 50) -> dict:
@@ -148,17 +201,21 @@ def markdown_table(rows: Sequence[Mapping], columns: Iterable[str] | None = None
 
 
 def write_results(name: str, payload: Mapping, markdown: str, *, out_dir: Path | None = None,
-                  env: Mapping | None = None, title: str | None = None) -> tuple[Path, Path]:
+                  default_dir: Path | None = None, env: Mapping | None = None,
+                  title: str | None = None) -> tuple[Path, Path]:
     """Write ``<out_dir>/<name>.json`` (payload + environment) and ``<name>.md`` (title, the hardware and
-    the command, then `markdown`), each atomically. Returns both paths."""
+    the command, then `markdown`), each atomically. `out_dir` is a folder the user asked for; without one,
+    ``results_dir(default_dir)``. Returns both paths."""
     from genfoundry.hub import write_json_atomic, write_text_atomic
 
-    out_dir = Path(out_dir or RESULTS)
+    out_dir = Path(out_dir) if out_dir is not None else results_dir(default_dir)
     env = dict(env or environment())
     json_path, md_path = out_dir / f"{name}.json", out_dir / f"{name}.md"
     write_json_atomic(json_path, {"benchmark": name, "environment": env, **payload})
-    header = (f"# {title or name}\n\nMeasured on {device_label(env)} with `python benchmarks/{env['command']}`"
-              f" (torch {env['torch']}, commit {env.get('commit') or 'unknown'}).\n\n")
+    threads = env.get("torch_threads")
+    header = (f"# {title or name}\n\nMeasured on {device_label(env)} with `python {env['command']}`"
+              f" (torch {env['torch']}, {threads} thread{'' if threads == 1 else 's'}, "
+              f"commit {env.get('commit') or 'unknown'}).\n\n")
     write_text_atomic(md_path, header + markdown.rstrip() + "\n")
     return json_path, md_path
 

@@ -1,6 +1,6 @@
 """LEGO report: generated accelerators vs a Gemmini-like baseline, measured side by side in one run.
 
-Sections (all written to benchmarks/results/lego_report.{json,md}):
+Sections (all written to benchmarks/results/lego_report.{json,md}; --quick: lego_report_quick):
 1. SANA-0.6B, VILA-U and SANA-0.6B with SVDQuant W4A4 linears (sana-svdq) at matched resources
    (256 int8 MACs = 16x16 FUs, 256 KB scratchpad, 16 GB/s): system cycles, FU utilisation and energy
    from the shared cost model (genfoundry/lego/cost.py), LEGO (os/ws/is/ws-tree fused, native conv,
@@ -19,14 +19,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
+from harness import write_results
 
-from genfoundry import hub, lego
+from genfoundry import lego
 from genfoundry.lego import baseline, workloads
 
-RESULTS = Path(__file__).parent / "results"
 MODELS = ("sana-0.6b", "vila-u", "sana-svdq", "sana-svdq-r8")
 GENERATION_STEPS = 20  # SANA's default sampling steps (Flow-DPM-Solver)
 
@@ -166,7 +165,7 @@ def _timing_rows(quick: bool, simulator: str) -> dict:
 
 
 def markdown(res: dict) -> str:
-    md = ["# LEGO report", "", f"Machine: {res['machine']}. Same cost model for both designs (genfoundry/lego/cost.py).", "",
+    md = ["Same cost model for both designs (genfoundry/lego/cost.py); no accelerator needed.", "",
           "## Summary: LEGO over the Gemmini-like baseline at 256 MACs / 256 KB / 16 GB/s", "",
           "| model | speedup, one forward pass | energy efficiency, one pass | speedup, whole generation | "
           "energy efficiency, whole generation |", "| --- | ---: | ---: | ---: | ---: |"]
@@ -240,10 +239,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--simulator", default="icarus", choices=["auto", "icarus", "verilator"])
     ap.add_argument("--skip-area", action="store_true", help="skip Yosys (slow on a busy machine)")
     args = ap.parse_args(argv)
-    import os
-    import platform
-
-    res = {"machine": f"{platform.machine()} CPU, {os.cpu_count()} cores (no accelerator needed)", "quick": args.quick}
+    res = {"quick": args.quick}
     print("models", flush=True)
     res["models"] = model_section(args.quick)
     print("registers", flush=True)
@@ -257,11 +253,9 @@ def main(argv: list[str] | None = None) -> dict:
         res["area"] = area_section(args.quick)
     else:
         res["area"] = {"array": "-", "workload": "-", "designs": {}, "fused_over_largest_single": float("nan")}
-    RESULTS.mkdir(parents=True, exist_ok=True)
     name = "lego_report_quick" if args.quick else "lego_report"
-    hub.write_json_atomic(RESULTS / f"{name}.json", res)
-    hub.write_text_atomic(RESULTS / f"{name}.md", markdown(res))
-    print(f"wrote {RESULTS / name}.json and .md", flush=True)
+    json_path, _ = write_results(name, res, markdown(res), title="LEGO report")
+    print(f"wrote {json_path.with_suffix('')}.json and .md", flush=True)
     return res
 
 

@@ -5,14 +5,14 @@ sampling, DC-AE decoding, PNG write), limited to `--threads` CPU threads. The is
 2 CPU cores for one 64x64 image. The written image is scored with the ShapeWorld detector as well.
 
     python benchmarks/sana_generate_cli_time.py                 # 5 runs, 2 threads
+    python benchmarks/sana_generate_cli_time.py --quick         # 1 run (smoke test)
 
-Writes benchmarks/results/sana_generate_cli_time.{json,md}.
+Writes benchmarks/results/sana_generate_cli_time{,_quick}.{json,md}.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import shutil
 import statistics
@@ -22,11 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from sana_linear_attention import cpu_name  # same folder: scripts run as `python benchmarks/...`
+from harness import environment, write_results
 
-from genfoundry import hub
-
-RESULTS = Path(__file__).parent / "results"
 PROMPT = "a red circle to the left of a blue square"
 
 
@@ -35,7 +32,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--prompt", default=PROMPT)
+    ap.add_argument("--quick", action="store_true", help="one run (smoke test)")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.runs = 1
     exe = shutil.which("genfoundry") or str(Path(sys.executable).with_name("genfoundry"))
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     from genfoundry.shapes import evaluate
@@ -53,19 +53,17 @@ def main(argv: list[str] | None = None) -> dict:
             verdicts.append(evaluate(out, args.prompt)["correct"])
             print(f"run {i}: {walls[-1]:.2f} s, caption satisfied: {verdicts[-1]}", flush=True)
     res = {
-        "machine": f"{cpu_name()}, {args.threads} threads ({os.cpu_count()} cores visible)",
-        "date": datetime.date.today().isoformat(), "prompt": args.prompt, "runs": args.runs,
+        "threads": args.threads, "prompt": args.prompt, "runs": args.runs,
         "wall_s": walls, "median_s": statistics.median(walls), "max_s": max(walls),
         "caption_satisfied": verdicts, "goal_s": 10.0, "meets_goal": max(walls) < 10.0,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    hub.write_json_atomic(RESULTS / "sana_generate_cli_time.json", res)
-    md = ["# `genfoundry generate` with no flags (embedded sana-shapes)", "",
-          f"Machine: {res['machine']}. Fresh process per run; prompt: \"{args.prompt}\".", "",
+    md = [f"{args.threads} threads; a fresh process per run; prompt: \"{args.prompt}\".", "",
           "| runs | median wall s | max wall s | goal | caption satisfied |", "| ---: | ---: | ---: | --- | ---: |",
-          f"| {args.runs} | {res['median_s']:.2f} | {res['max_s']:.2f} | < 10 s | {sum(verdicts)}/{len(verdicts)} |", ""]
-    hub.write_text_atomic(RESULTS / "sana_generate_cli_time.md", "\n".join(md))
-    print(f"median {res['median_s']:.2f} s, max {res['max_s']:.2f} s; wrote {RESULTS / 'sana_generate_cli_time'}.json/.md")
+          f"| {args.runs} | {res['median_s']:.2f} | {res['max_s']:.2f} | < 10 s | {sum(verdicts)}/{len(verdicts)} |"]
+    name = "sana_generate_cli_time_quick" if args.quick else "sana_generate_cli_time"
+    json_path, _ = write_results(name, res, "\n".join(md), env=environment("cpu"),
+                                 title="`genfoundry generate` with no flags (embedded sana-shapes)")
+    print(f"median {res['median_s']:.2f} s, max {res['max_s']:.2f} s; wrote {json_path.with_suffix('')}.json/.md")
     return res
 
 

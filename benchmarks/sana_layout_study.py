@@ -9,25 +9,23 @@ by `genfoundry eval sana`.
 
     python benchmarks/sana_layout_study.py [--model sana-shapes] [--prompts 100] [--seed 7919]
         [--scales 0,3,6,9,12,18]
+    python benchmarks/sana_layout_study.py --quick       # 2 prompts, scales 0 and 12 (smoke test)
 
-Writes benchmarks/results/sana_layout_study.json and .md.
+Writes benchmarks/results/sana_layout_study{,_quick}.{json,md}.
 """
 
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from pathlib import Path
 
 import torch
+from harness import environment, write_results
 from tqdm import tqdm
 
-from genfoundry import hub
 from genfoundry.sana import SanaPipeline
 from genfoundry.sana.evaluate import heldout_prompts, score_images
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def position_prompts(count: int, seed: int) -> list[tuple[str, str]]:
@@ -42,8 +40,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7919, help="prompt stream and noise seed (validation: not 0)")
     parser.add_argument("--scales", default="0,3,6,9,12,18")
     parser.add_argument("--batch-size", type=int, default=25)
-    parser.add_argument("--out", type=Path, default=RESULTS / "sana_layout_study.json")
+    parser.add_argument("--quick", action="store_true", help="2 prompts at scales 0 and 12 (smoke test)")
+    parser.add_argument("--results", type=Path, default=None, help="results folder (default: benchmarks/results)")
     args = parser.parse_args()
+    if args.quick:
+        args.prompts, args.scales = 2, "0,12"
     scales = [float(s) for s in args.scales.split(",")]
     if args.prompts < 1 or any(s < 0 for s in scales):
         parser.error("--prompts must be >= 1 and every scale >= 0")
@@ -68,12 +69,9 @@ def main() -> None:
     result = {"model": args.model, "prompts": len(pairs), "seed": args.seed, "steps": cfg.steps,
               "guidance_scale": cfg.guidance_scale, "sampler": cfg.sampler,
               "layout_until_sigma": cfg.layout_until_sigma, "model_layout_guidance": cfg.layout_guidance,
-              "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} threads", "rows": rows}
-    hub.write_json_atomic(args.out, result)
+              "threads": torch.get_num_threads(), "rows": rows}
     lines = [
-        f"# Layout guidance study: `{args.model}` on {len(pairs)} position prompts (validation seed {args.seed})",
-        "",
-        (f"{result['machine']}; {cfg.sampler}, {cfg.steps} steps, CFG {cfg.guidance_scale}; layout guidance acts "
+        (f"{cfg.sampler}, {cfg.steps} steps, CFG {cfg.guidance_scale}; layout guidance acts "
          f"while sigma > {cfg.layout_until_sigma}. Same noise per prompt at every scale; 0 = no layout guidance."),
         "",
         "| layout guidance | position score | failed: relation | colour | present | extra objects | seconds |",
@@ -85,7 +83,10 @@ def main() -> None:
                      f"{f.get('color', 0)} | {f.get('present', 0)} | {f.get('no_extra_objects', 0)} | "
                      f"{r['seconds']:.0f} |")
     lines += ["", f"The model's setting (genfoundry_sana.json): layout guidance {cfg.layout_guidance:g}."]
-    hub.write_text_atomic(args.out.with_suffix(".md"), "\n".join(lines) + "\n")
+    write_results("sana_layout_study" + ("_quick" if args.quick else ""), result, "\n".join(lines),
+                  out_dir=args.results, env=environment(str(pipe.device)),
+                  title=f"Layout guidance study: `{args.model}` on {len(pairs)} position prompts "
+                        f"(validation seed {args.seed})")
 
 
 if __name__ == "__main__":

@@ -19,40 +19,19 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import datetime
 import json
-import platform
-import statistics
 import time
-from pathlib import Path
 
 import torch
+from harness import environment, time_fn, write_results
 
-from genfoundry import hub
 from genfoundry.nn import relu_linear_attention, softmax_attention
 from genfoundry.sana.transformer import SanaBlock, named_config
 
-RESULTS = Path(__file__).parent / "results"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
 
 def timed(fn, repeats: int, clock) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = clock()
-        fn()
-        times.append(clock() - start)
-    return statistics.median(times)
+    """Median seconds of `repeats` calls after one warm-up call."""
+    return time_fn(fn, warmup=1, repeat=repeats, clock=clock)["median_ms"] / 1000
 
 
 def main() -> None:
@@ -109,17 +88,12 @@ def main() -> None:
         if prev:
             row["linear_growth_4x"] = row["linear_ms"] / prev[0]["linear_ms"]
             row["softmax_growth_4x"] = row["softmax_ms"] / prev[0]["softmax_ms"]
-    meta = {"machine": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__, "clock": args.clock,
-            "width": dim, "heads": heads, "head_dim": head_dim, "batch": 1, "dtype": "float32",
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    meta = {"threads": torch.get_num_threads(), "clock": args.clock,
+            "width": dim, "heads": heads, "head_dim": head_dim, "batch": 1, "dtype": "float32"}
     name = "sana_linear_attention_quick" if args.quick else "sana_linear_attention"
-    hub.write_json_atomic(RESULTS / f"{name}.json", {"meta": meta, "rows": rows})
     lines = [
-        f"# ReLU linear attention vs softmax attention, CPU ({meta['machine']}, {meta['threads']} threads)",
-        "",
         f"Width {dim}, {heads} heads x {head_dim}, batch 1, fp32; {'process CPU' if args.clock == 'cpu' else 'wall'} "
-        "time, median of 3 runs (1 run above 4096 tokens); "
-        f"{meta['date']}, torch {meta['torch']}. Growth = time ratio when the token count grows 4x "
+        "time, median of 3 runs (1 run above 4096 tokens). Growth = time ratio when the token count grows 4x "
         "(ideal: 4x linear, 16x quadratic).",
         "",
         "| level | tokens | linear ms | softmax ms | softmax / linear | linear growth (4x tokens) | softmax growth |",
@@ -130,8 +104,9 @@ def main() -> None:
                   else " | ")
         lines.append(f"| {r['level']} | {r['tokens']} | {r['linear_ms']:.1f} | {r['softmax_ms']:.1f} | "
                      f"{r['speedup']:.1f}x | {growth} |")
-    hub.write_text_atomic(RESULTS / f"{name}.md", "\n".join(lines) + "\n")
-    print(json.dumps({"written": str(RESULTS / f"{name}.md")}))
+    _, md_path = write_results(name, {"meta": meta, "rows": rows}, "\n".join(lines), env=environment("cpu"),
+                               title=f"ReLU linear attention vs softmax attention, CPU, {meta['threads']} thread(s)")
+    print(json.dumps({"written": str(md_path)}))
 
 
 if __name__ == "__main__":

@@ -8,9 +8,9 @@ Flow-DPM-Solver at 14-20 steps matches Flow-Euler at 28-50 steps; the script sta
 numbers confirm it (rule in `verdict`).
 
     python benchmarks/sana_sampler_study.py --model sana-shapes --prompts 300      # GPU: seconds
-    python benchmarks/sana_sampler_study.py --model DIR --prompts 10 --quick       # CPU smoke test
+    python benchmarks/sana_sampler_study.py --quick       # CPU smoke test: 4 prompts, 2/3 steps, 8-step reference
 
-Writes benchmarks/results/sana_sampler_study.json and .md.
+Writes benchmarks/results/sana_sampler_study{,_quick}.{json,md}.
 """
 
 from __future__ import annotations
@@ -21,15 +21,14 @@ import time
 from pathlib import Path
 
 import torch
+from harness import environment, write_results
 
-from genfoundry import hub
 from genfoundry.sana.evaluate import heldout_prompts, score_images
 from genfoundry.sana.pipeline import SanaPipeline, to_pil
 
 STEPS = (5, 10, 14, 20, 28, 50)
 REFERENCE_STEPS = 200
 SAMPLERS = ("flow-euler", "flow-dpm-solver")
-RESULTS = Path(__file__).parent / "results"
 
 
 def run_config(pipe: SanaPipeline, prompts: list[str], noise: torch.Tensor, sampler: str, steps: int,
@@ -83,9 +82,12 @@ def main() -> None:
     parser.add_argument("--guidance-scale", type=float, default=None, help="default: the pipeline's")
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--quick", action="store_true", help="steps 2,3 and a 8-step reference (CPU smoke test)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--quick", action="store_true",
+                        help="at most 4 prompts, steps 2,3 and a 8-step reference (CPU smoke test)")
+    parser.add_argument("--out", type=Path, default=None, help="results folder (default: benchmarks/results)")
     args = parser.parse_args()
+    if args.quick:
+        args.prompts = min(args.prompts, 4)
 
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
@@ -117,8 +119,7 @@ def main() -> None:
                   f"{rows[-1]['latent_rms_error']:.4f}, {seconds:.2f} s", flush=True)
 
     result = {
-        "model": args.model, "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
-        "prompts": len(prompts), "seed": args.seed, "guidance_scale": guidance, "flow_shift": pipe.config.flow_shift,
+        "model": args.model, "prompts": len(prompts), "seed": args.seed, "guidance_scale": guidance, "flow_shift": pipe.config.flow_shift,
         "reference": {"sampler": "flow-dpm-solver", "steps": ref_steps, "score": reference_score,
                       "euler_vs_dpm_reference_rms": rms(euler_reference, reference)},
         "latent_rms_of_reference": float(reference.float().pow(2).mean().sqrt()),
@@ -127,9 +128,6 @@ def main() -> None:
     if not args.quick:
         result["verdict"] = verdict(rows, len(prompts))
     lines = [
-        f"# SANA sampler study ({result['device']}, {len(prompts)} held-out prompts, guidance {guidance}, "
-        f"flow shift {pipe.config.flow_shift})",
-        "",
         f"Reference: Flow-DPM-Solver, {ref_steps} steps (score {reference_score:.3f}); Flow-Euler at {ref_steps} "
         f"steps is {result['reference']['euler_vs_dpm_reference_rms']:.4f} RMS from it "
         f"(latent RMS {result['latent_rms_of_reference']:.3f}).",
@@ -142,8 +140,9 @@ def main() -> None:
     if "verdict" in result:
         lines += ["", f"Paper claim (Flow-DPM-Solver at 14-20 steps matches Flow-Euler at 28-50): {result['verdict']}"]
     name = "sana_sampler_study" + ("_quick" if args.quick else "")
-    hub.write_json_atomic(args.out / f"{name}.json", result)
-    hub.write_text_atomic(args.out / f"{name}.md", "\n".join(lines) + "\n")
+    write_results(name, result, "\n".join(lines), out_dir=args.out, env=environment(str(device)),
+                  title=f"SANA sampler study ({len(prompts)} held-out prompts, guidance {guidance}, "
+                        f"flow shift {pipe.config.flow_shift})")
     print("\n".join(lines))
 
 

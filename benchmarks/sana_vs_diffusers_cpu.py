@@ -15,19 +15,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import json
-import statistics
 import time
-from pathlib import Path
 
 import torch
+from harness import environment, time_interleaved, write_results
 
-from genfoundry import hub
 from genfoundry.sana import SanaTransformer, named_config
-from sana_linear_attention import cpu_name  # same folder: scripts run as `python benchmarks/...`
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def main() -> None:
@@ -64,30 +58,22 @@ def main() -> None:
         mask[0, :1] = 1  # CFG: the negative prompt "" is BOS only
         mask[1, : args.prompt_tokens] = 1
         runs = {
-            "ours": lambda: ours(latents, timestep, text, mask),
-            "diffusers": lambda: ref(latents, encoder_hidden_states=text, timestep=timestep,
-                                     encoder_attention_mask=mask).sample,
+            "ours": lambda _: ours(latents, timestep, text, mask),
+            "diffusers": lambda _: ref(latents, encoder_hidden_states=text, timestep=timestep,
+                                       encoder_attention_mask=mask).sample,
         }
-        wall: dict[str, list[float]] = {k: [] for k in runs}
-        cpu: dict[str, list[float]] = {k: [] for k in runs}
-        with torch.inference_mode():
-            outputs = {k: fn() for k, fn in runs.items()}  # warm-up + parity check
-            for _ in range(args.repeats):
-                for name, fn in runs.items():
-                    start, start_cpu = time.perf_counter(), time.process_time()
-                    fn()
-                    wall[name].append(time.perf_counter() - start)
-                    cpu[name].append(time.process_time() - start_cpu)
-        med = {k: statistics.median(v) for k, v in wall.items()}
-        med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
+        with torch.inference_mode():  # one untimed round first; the timed rounds' first outputs give the parity
+            timing, outputs = time_interleaved(runs, repeat=args.repeats, warmup=1,
+                                               clocks={"wall": time.perf_counter, "cpu": time.process_time})
+        med = {k: t["wall"]["median_ms"] for k, t in timing.items()}
+        med_cpu = {k: t["cpu"]["median_ms"] for k, t in timing.items()}
         rows.append({
             "pixels": pixels, "latent": f"{side}x{side}", "tokens": side * side, "batch": batch,
-            "ours_ms": 1000 * med["ours"], "diffusers_ms": 1000 * med["diffusers"],
-            "speedup": med["diffusers"] / med["ours"],
-            "ours_cpu_ms": 1000 * med_cpu["ours"], "diffusers_cpu_ms": 1000 * med_cpu["diffusers"],
+            "ours_ms": med["ours"], "diffusers_ms": med["diffusers"], "speedup": med["diffusers"] / med["ours"],
+            "ours_cpu_ms": med_cpu["ours"], "diffusers_cpu_ms": med_cpu["diffusers"],
             "cpu_speedup": med_cpu["diffusers"] / med_cpu["ours"],
-            "ours_all_ms": [1000 * t for t in wall["ours"]], "diffusers_all_ms": [1000 * t for t in wall["diffusers"]],
-            "max_abs_diff": (outputs["ours"] - outputs["diffusers"]).abs().max().item(),
+            "ours_all_ms": timing["ours"]["wall"]["all_ms"], "diffusers_all_ms": timing["diffusers"]["wall"]["all_ms"],
+            "max_abs_diff": (outputs["ours"][0] - outputs["diffusers"][0]).abs().max().item(),
         })
         r = rows[-1]
         print(f"{pixels}px: wall ours {r['ours_ms']:.0f} ms / diffusers {r['diffusers_ms']:.0f} ms "
@@ -95,20 +81,14 @@ def main() -> None:
               f"({r['cpu_speedup']:.2f}x); max |diff| {r['max_abs_diff']:.1e}", flush=True)
 
     meta = {
-        "machine": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "diffusers": diffusers.__version__, "config": dataclasses.asdict(cfg), "repeats": args.repeats,
-        "prompt_tokens": args.prompt_tokens, "text_positions": text_len,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "threads": torch.get_num_threads(), "diffusers": diffusers.__version__, "config": dataclasses.asdict(cfg),
+        "repeats": args.repeats, "prompt_tokens": args.prompt_tokens, "text_positions": text_len,
     }
     name = "sana_vs_diffusers_cpu_quick" if args.quick else "sana_vs_diffusers_cpu"
-    hub.write_json_atomic(RESULTS / f"{name}.json", {"meta": meta, "rows": rows})
     lines = [
-        f"# SanaTransformer vs diffusers SanaTransformer2DModel, CPU fp32 forward ({meta['machine']}, "
-        f"{meta['threads']} threads)",
-        "",
         f"Width {cfg.inner_dim}, {cfg.num_layers} layers, batch {batch} (CFG), text {text_len} positions "
         f"({args.prompt_tokens} used by the prompt, 1 by the negative), median of {args.repeats} interleaved runs; "
-        f"{meta['date']}, torch {meta['torch']}, diffusers {meta['diffusers']}. CPU ms = process CPU time "
+        f"diffusers {meta['diffusers']}. CPU ms = process CPU time "
         "(robust to other processes on a shared machine); wall ms = elapsed time.",
         "",
         "| image px | latent | ours CPU ms | diffusers CPU ms | speedup (CPU time) | ours wall ms | diffusers wall ms "
@@ -119,8 +99,10 @@ def main() -> None:
         lines.append(f"| {r['pixels']} | {r['latent']} | {r['ours_cpu_ms']:.0f} | {r['diffusers_cpu_ms']:.0f} | "
                      f"{r['cpu_speedup']:.2f}x | {r['ours_ms']:.0f} | {r['diffusers_ms']:.0f} | "
                      f"{r['speedup']:.2f}x | {r['max_abs_diff']:.1e} |")
-    hub.write_text_atomic(RESULTS / f"{name}.md", "\n".join(lines) + "\n")
-    print(json.dumps({"written": str(RESULTS / f"{name}.md")}))
+    _, md_path = write_results(name, {"meta": meta, "rows": rows}, "\n".join(lines), env=environment("cpu"),
+                               title=f"SanaTransformer vs diffusers SanaTransformer2DModel, CPU fp32 forward, "
+                                     f"{meta['threads']} thread(s)")
+    print(json.dumps({"written": str(md_path)}))
 
 
 if __name__ == "__main__":

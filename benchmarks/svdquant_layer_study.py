@@ -8,7 +8,9 @@ low-rank part and sparse large entries. Each method is calibrated on one set of 
 the smoothing grid search on / off (off = fixed alpha 0.5, and no smoothing at all).
 
     python benchmarks/svdquant_layer_study.py            # K = N = 1024, 3 layers
-    python benchmarks/svdquant_layer_study.py --quick    # K = N = 256, 2 layers (smoke test)
+    python benchmarks/svdquant_layer_study.py --quick    # K = N = 128, 1 layer (smoke test)
+
+Writes benchmarks/results/svdquant_layer_study{,_quick}.{json,md}.
 """
 
 from __future__ import annotations
@@ -16,15 +18,12 @@ from __future__ import annotations
 import argparse
 import copy
 import time
-from pathlib import Path
 
 import torch
+from harness import environment, write_results
 from torch import nn
 
-from genfoundry import hub
 from genfoundry.svdquant import QuantConfig, quantize
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def synthetic_layer(k: int, n: int, seed: int) -> tuple[nn.Linear, torch.Tensor, torch.Tensor]:
@@ -71,8 +70,8 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=None, help="number of synthetic layers (seeds)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    size = args.size or (256 if args.quick else 1024)
-    n_layers = args.layers or (2 if args.quick else 3)
+    size = args.size or (128 if args.quick else 1024)
+    n_layers = args.layers or (1 if args.quick else 3)
     base = dict(skip=[], progress=False, calib_tokens=256, seed=0)
     configs: dict[str, QuantConfig] = {
         "rtn w4a4 (int4)": QuantConfig(method="rtn", **base),
@@ -106,10 +105,7 @@ def main() -> None:
     result = {"size": size, "layers": n_layers, "calib_tokens": 2048, "test_tokens": 1024,
               "device": "cpu (1 thread)", "results": summary, "rank_sweep": ranks,
               "order_rtn_gt_smoothquant_gt_svdquant": order_ok}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    hub.write_json_atomic(RESULTS / "svdquant_layer_study.json", result)
-    lines = [f"# SVDQuant layer study ({n_layers} synthetic {size}x{size} layers with outliers, CPU)", "",
-             "Relative output error ||Y_q - Y||^2 / ||Y||^2 on held-out tokens (lower is better).", "",
+    lines = ["Relative output error ||Y_q - Y||^2 / ||Y||^2 on held-out tokens (lower is better).", "",
              "| method | mean rel. error | per layer | quantize s/layer |", "| --- | --- | --- | --- |"]
     for name, r in summary.items():
         per = ", ".join(f"{e:.4f}" for e in r["errors"])
@@ -117,8 +113,10 @@ def main() -> None:
     lines += ["", f"rtn > smoothquant > svdquant: **{order_ok}**", "",
               "| svdquant rank | " + " | ".join(str(r) for r in ranks) + " |",
               "| --- | " + " | ".join("---" for _ in ranks) + " |",
-              "| mean rel. error | " + " | ".join(f"{v:.5f}" for v in ranks.values()) + " |", ""]
-    hub.write_text_atomic(RESULTS / "svdquant_layer_study.md", "\n".join(lines))
+              "| mean rel. error | " + " | ".join(f"{v:.5f}" for v in ranks.values()) + " |"]
+    write_results("svdquant_layer_study" + ("_quick" if args.quick else ""), result, "\n".join(lines),
+                  env=environment("cpu"),
+                  title=f"SVDQuant layer study ({n_layers} synthetic {size}x{size} layers with outliers, CPU, 1 thread)")
     print("\n".join(lines))
 
 

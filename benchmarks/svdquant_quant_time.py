@@ -11,21 +11,20 @@ t = a + b K N over the measured shapes. The reference SVDQuant quantizer takes 1
 
     python benchmarks/svdquant_quant_time.py --quick              # CPU smoke test
     python benchmarks/svdquant_quant_time.py --device cuda        # includes the real FLUX shapes
+
+Writes benchmarks/results/svdquant_quant_time{,_cuda}{,_quick}.{json,md}.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import torch
+from harness import environment, synchronize, write_results
 from torch import nn
 
-from genfoundry import hub
 from genfoundry.svdquant import QuantConfig, quantize
-
-RESULTS = Path(__file__).parent / "results"
 
 HIDDEN, MLP = 3072, 12288
 # (K, N, count, kind) of FLUX.1's quantized linear layers (embedders / final layer stay 16-bit)
@@ -59,12 +58,10 @@ def time_layer(k: int, n: int, kind: str, device: str, repeats: int) -> float:
         layer, x = _layer_and_tokens(k, n, device)
         model = nn.Sequential(layer)
         calibrate = (lambda m: [m(x[i:i + 256]) for i in range(0, len(x), 256)]) if kind == "w4a4" else None
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
+        synchronize(device)
         start = time.perf_counter()
         quantize(model, calibrate, cfg)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
+        synchronize(device)
         best = min(best, time.perf_counter() - start)
     return best
 
@@ -92,7 +89,7 @@ def main() -> None:
     if args.device == "cpu":
         torch.set_num_threads(1)
     if args.quick:
-        shapes = [(256, 256), (512, 512)]
+        shapes = [(128, 128), (256, 256)]
     elif args.device.startswith("cuda"):
         shapes = [(1024, 1024), (2048, 2048), (HIDDEN, HIDDEN), (HIDDEN, MLP), (MLP, HIDDEN), (HIDDEN + MLP, HIDDEN)]
     else:
@@ -100,7 +97,9 @@ def main() -> None:
     if args.shapes:
         shapes = [tuple(int(v) for v in s.lower().split("x")) for s in args.shapes.split(",")]
     w4a16_shapes = [(k, n) for k, n, _, kind in FLUX_LAYERS if kind == "w4a16"]
-    if args.quick or args.device == "cpu":
+    if args.quick:
+        w4a16_shapes = [(128, 128), (256, 256)]
+    elif args.device == "cpu":
         w4a16_shapes = [(512, 512), (1024, 4096)]
     rows = []
     for kind, shape_list in (("w4a4", shapes), ("w4a16", w4a16_shapes)):
@@ -117,22 +116,21 @@ def main() -> None:
         source = "measured" if (kind, k, n) in measured else "fit"
         total += per * count
         parts.append({"K": k, "N": n, "count": count, "kind": kind, "seconds_per_layer": per, "source": source})
-    device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu (1 thread)"
-    result = {"device": device_name, "rows": rows, "fit": {k: {"a": a, "b": b} for k, (a, b) in fits.items()},
+    env = environment(args.device)
+    device_name = env["device"] + (", 1 thread" if args.device == "cpu" else "")
+    result = {"rows": rows, "fit": {k: {"a": a, "b": b} for k, (a, b) in fits.items()},
               "flux_projection": {"layers": parts, "total_seconds": total, "total_hours": total / 3600}}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    suffix = "" if args.device == "cpu" else "_" + args.device.split(":")[0]
-    hub.write_json_atomic(RESULTS / f"svdquant_quant_time{suffix}.json", result)
-    lines = [f"# SVDQuant quantization time ({device_name})", "",
-             "| kind | K | N | seconds / layer |", "| --- | --- | --- | --- |"]
+    suffix = ("" if args.device == "cpu" else "_" + args.device.split(":")[0]) + ("_quick" if args.quick else "")
+    lines = ["| kind | K | N | seconds / layer |", "| --- | --- | --- | --- |"]
     lines += [f"| {r['kind']} | {r['K']} | {r['N']} | {r['seconds']:.3f} |" for r in rows]
     lines += ["", "Projection to FLUX.1 (12B) linear layers:", "",
               "| kind | K | N | layers | s / layer | source |", "| --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {p['kind']} | {p['K']} | {p['N']} | {p['count']} | {p['seconds_per_layer']:.2f} | {p['source']} |"
               for p in parts]
     lines += ["", f"Total: **{total / 3600:.2f} h** on {device_name} (reference quantizer: 12-70 GPU-hours; "
-              "calibration forward passes not included).", ""]
-    hub.write_text_atomic(RESULTS / f"svdquant_quant_time{suffix}.md", "\n".join(lines))
+              "calibration forward passes not included)."]
+    write_results(f"svdquant_quant_time{suffix}", result, "\n".join(lines), env=env,
+                  title="SVDQuant quantization time")
     print("\n".join(lines))
 
 

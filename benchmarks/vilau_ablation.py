@@ -10,7 +10,8 @@ was evaluated before it was trained on to 3,600 steps; its final numbers are in 
 Both models come from the same recipe except `--no-contrastive` (the paper's ablation: text alignment
 is what makes the discrete tokens useful for understanding); both were scored by the same held-out
 evaluation (`genfoundry.vilau.evaluate.evaluate_all`: same images, questions, prompts and seeds).
-This script puts the two result files side by side in benchmarks/results/vilau_ablation.{json,md}.
+This script puts the two result files side by side in benchmarks/results/vilau_ablation.{json,md}
+(`--quick`: the same, written as vilau_ablation_quick: there is nothing to shrink).
 """
 
 from __future__ import annotations
@@ -20,9 +21,7 @@ import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-RESULTS = ROOT / "benchmarks" / "results"
+from harness import RESULTS, write_results
 
 
 def main() -> None:
@@ -30,13 +29,12 @@ def main() -> None:
     parser.add_argument("--aligned", type=Path, default=RESULTS / "vilau_eval_1800.json")
     parser.add_argument("--unaligned", type=Path, default=RESULTS / "vilau_eval_noalign.json")
     parser.add_argument("--cfg", default="3.0", help="Which CFG scale's generation score to compare.")
-    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--results", type=Path, default=None, help="results folder (default: benchmarks/results)")
+    parser.add_argument("--quick", action="store_true", help="write vilau_ablation_quick (a smoke test)")
     parser.add_argument("--steps-note", default="both at 1,800 stage-2 steps (the shipped vila-u-shapes was later "
                         "trained on to 3,600 steps: benchmarks/results/vilau_eval.md)",
                         help="How the two models were trained, for the table's caption.")
     args = parser.parse_args()
-
-    from genfoundry import hub
 
     rows = {}
     for name, path in (("with contrastive", args.aligned), ("without contrastive", args.unaligned)):
@@ -46,8 +44,7 @@ def main() -> None:
         if args.cfg not in rows[name]["generation"]:
             sys.exit(f"{path} has no generation score at cfg {args.cfg} (has {sorted(rows[name]['generation'])})")
     names = list(rows)
-    md = ["# VILA-U ablation: text alignment of the vision tower", "",
-          f"Held-out ShapeWorld, the same evaluation for both; generation at cfg {args.cfg}; {args.steps_note}.", "",
+    md = [f"Held-out ShapeWorld, the same evaluation for both; generation at cfg {args.cfg}; {args.steps_note}.", "",
           "| metric | " + " | ".join(names) + " |", "| --- | " + " | ".join("---:" for _ in names) + " |"]
 
     def row(label: str, values: list[float], fmt: str = "{:.3f}") -> None:
@@ -61,9 +58,9 @@ def main() -> None:
     row(f"generation score (cfg {args.cfg})", [rows[n]["generation"][args.cfg]["score"] for n in names])
     for category in rows[names[0]]["generation"][args.cfg]["per_category"]:
         row(f"generation {category}", [rows[n]["generation"][args.cfg]["per_category"][category] for n in names])
-    md += ["", "Models: " + "; ".join(f"{n}: `{rows[n].get('model', '?')}`" for n in names), ""]
-    hub.write_json_atomic(args.results / "vilau_ablation.json", {"cfg": args.cfg, "models": rows})
-    hub.write_text_atomic(args.results / "vilau_ablation.md", "\n".join(md))
+    md += ["", "Models: " + "; ".join(f"{n}: `{rows[n].get('model', '?')}`" for n in names)]
+    write_results("vilau_ablation" + ("_quick" if args.quick else ""), {"cfg": args.cfg, "models": rows},
+                  "\n".join(md), out_dir=args.results, title="VILA-U ablation: text alignment of the vision tower")
     print("\n".join(md))
 
 

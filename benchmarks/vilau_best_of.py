@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.vilau_validation import VALIDATION_SEED, comparison_parser, model_pairs, models_to_compare
+from harness import environment, write_results  # noqa: E402 (on the path through vilau_validation)
 
 
 def validation_prompts(per_category: int, size: int, seed: int) -> list[tuple[str, str]]:
@@ -68,7 +69,6 @@ def main() -> None:
     if args.candidates < 1 or args.per_category < 1 or args.chunk < 1:
         parser.error("--candidates, --per-category and --chunk must be >= 1")
 
-    from genfoundry import hub
     from genfoundry.shapes import evaluate
     from genfoundry.vilau.generate import RANKERS, generate_codes
     from genfoundry.vilau.model import VilaU, VilaUConfig
@@ -114,14 +114,12 @@ def main() -> None:
             print(name, [(r["n"], round(r["score"], 3)) for r in rows if r["label"] == name], flush=True)
     rows += [{"label": "oracle (any of n right)", "n": n, **summarize(correct[:, :n].max(1).values, categories)}
              for n in ns[1:]]
-    result = {"draw": "random-tiny" if args.quick else args.draw, "device": "cpu", "cfg": args.cfg,
+    result = {"draw": "random-tiny" if args.quick else args.draw, "cfg": args.cfg,
               "validation_seed": args.seed, "prompts": len(prompts), "candidates": n_max,
               "seconds_best_of": seconds_n, "seconds_one": seconds_1, "rows": rows}
     name = f"{args.name}_quick" if args.quick else args.name
-    hub.write_json_atomic(args.results / f"{name}.json", result)
     cats = list(rows[0]["per_category"])
-    md = ["# VILA-U best-of-N generation", "",
-          (f"Drawn by {result['draw']} at cfg {args.cfg} (top-k 900, top-p 0.96), {len(prompts)} validation prompts "
+    md = [(f"Drawn by {result['draw']} at cfg {args.cfg} (top-k 900, top-p 0.96), {len(prompts)} validation prompts "
            f"(seed {args.seed}), {n_max} candidates each, CPU. Each scoring model keeps the best of the first n by "
            f"each ranker (alignment: its tower's text-alignment head; caption: its LLM's likelihood of the "
            f"caption given the image; answers: its likelihood of the answers the caption implies to "
@@ -134,7 +132,8 @@ def main() -> None:
                 f"({seconds_n / seconds_1:.2f}x), in batches of {args.chunk} prompts.")]
     timed = {r["label"]: r["seconds_ranking"] for r in rows if "seconds_ranking" in r}
     md += [f"Ranking all {len(prompts) * n_max} candidates: " + ", ".join(f"{k} {v:.0f} s" for k, v in timed.items()) + "."]
-    hub.write_text_atomic(args.results / f"{name}.md", "\n".join(md) + "\n")
+    write_results(name, result, "\n".join(md), out_dir=args.results, env=environment("cpu"),
+                  title="VILA-U best-of-N generation")
     print("\n".join(md))
 
 

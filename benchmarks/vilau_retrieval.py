@@ -24,6 +24,7 @@ from benchmarks.vilau_validation import (
     model_pairs,
     models_to_compare,
 )
+from harness import environment, write_results  # noqa: E402 (on the path through vilau_validation)
 
 
 def main() -> None:
@@ -33,7 +34,6 @@ def main() -> None:
     args = parser.parse_args()
     pairs = model_pairs(parser, args.models)
 
-    from genfoundry import hub
     from genfoundry.vilau.evaluate import HELD_OUT_SEED, evaluate_retrieval
 
     rows = []
@@ -49,7 +49,7 @@ def main() -> None:
     counts = (f"Validation: {rows[0]['validation']['images']} images, seed {VALIDATION_SEED}; held out: "
               f"{rows[0]['held_out']['images']} images, the seed of `genfoundry eval vilau`.")
     kinds = list(rows[0]["validation"]["edits_top1_per_kind"])
-    md = ["# VILA-U caption retrieval (1 true caption among 10; and among its one-edit variants)", "", counts, "",
+    md = [counts, "",
           ("The edit columns: the true caption against all its one-edit variants (`genfoundry.shapes.caption_edits`), "
            "and per kind of edit against that kind's variants (validation)."), "",
           "| model | folder | validation top-1 | held-out top-1 | validation, edits | held-out, edits | "
@@ -60,8 +60,8 @@ def main() -> None:
            + " | ".join(f"{r['validation']['edits_top1_per_kind'].get(k, float('nan')):.2f}" for k in kinds) + " |"
            for r in rows]
     name = args.name + ("_quick" if args.quick else "")
-    hub.write_json_atomic(args.results / f"{name}.json", {"rows": rows})
-    hub.write_text_atomic(args.results / f"{name}.md", "\n".join(md) + "\n")
+    write_results(name, {"rows": rows}, "\n".join(md), out_dir=args.results, env=environment("cpu"),
+                  title="VILA-U caption retrieval (1 true caption among 10; and among its one-edit variants)")
     print("\n".join(md))
 
 

@@ -4,26 +4,16 @@
     python benchmarks/vilau_speed.py --random --quick      # random weights, tiny preset, CPU smoke test
 
 Both ways decode the same prompts with the same seed side by side in one run (the codes must agree);
-an image token is one position (D residual codes). Writes benchmarks/results/vilau_speed.{json,md}.
+an image token is one position (D residual codes). Writes benchmarks/results/vilau_speed{,_quick}.{json,md}.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import sys
-import time
 from pathlib import Path
 
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+from harness import environment, time_fn, time_interleaved, write_results
 
 
 def main() -> None:
@@ -33,10 +23,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="Tiny preset (with --random), fewer repeats.")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--results", type=Path, default=None, help="results folder (default: benchmarks/results)")
     args = parser.parse_args()
 
-    from genfoundry import hub
     from genfoundry.shapes import render
     from genfoundry.vilau.generate import DecodeStream, generate_codes
     from genfoundry.vilau.model import VilaU, VilaUConfig
@@ -63,55 +52,43 @@ def main() -> None:
     default_backend = DecodeStream(model).backend
     speedups, lean_gain = {}, None
     for what, frames, batch in cases:
-        codes, rate = {}, {}
+        rate = {}
         tokens = tokens_per_image * (frames or 1) * batch
         ways = [(True, None), (False, None)] + ([(True, "transformers")] if not frames and batch == 1 else [])
-        # the ways take turns within each repeat, so a drift in the machine's speed (this CPU is shared)
-        # reaches all of them alike instead of whichever ran last; each keeps its best time
+        # the ways take turns within each repeat (each with the repeat's seed), so a drift in the machine's
+        # speed reaches all of them alike instead of whichever ran last; each keeps its best time
         case_repeats = repeats * (2 if batch == 1 and not frames else 1)  # the short case: more tries
-        times: dict[tuple, list[float]] = {way: [] for way in ways}
-        for r in range(case_repeats):
-            for use_cache, backend in ways:
-                _sync(device)
-                t = time.perf_counter()
-                codes[use_cache, backend] = generate_codes(model, prompts[:batch], frames=frames, cfg=3.0, seed=r,
-                                                           use_cache=use_cache, backend=backend)
-                _sync(device)
-                times[use_cache, backend].append(time.perf_counter() - t)
-                if not bool((codes[use_cache, backend] == codes[ways[0]]).all()):
-                    same = False
+
+        def way(use_cache, backend, frames=frames, batch=batch):
+            return lambda r: generate_codes(model, prompts[:batch], frames=frames, cfg=3.0, seed=r,
+                                            use_cache=use_cache, backend=backend)
+
+        timing, codes = time_interleaved({w: way(*w) for w in ways}, repeat=case_repeats, device=str(device))
+        same = same and all(bool((c == first).all()) for w in ways for c, first in zip(codes[w], codes[ways[0]]))
         for use_cache, backend in ways:
-            best = min(times[use_cache, backend])
+            best = timing[use_cache, backend]["wall"]["min_ms"] / 1000
             rate[use_cache, backend] = tokens / best
             rows.append({"what": what, "image_tokens": tokens, "kv_cache": use_cache,
                          "backend": backend or default_backend, "seconds": best, "image_tokens_per_s": tokens / best,
-                         "tries": len(times[use_cache, backend])})
+                         "tries": timing[use_cache, backend]["wall"]["calls"]})
         speedups[what] = rate[True, None] / rate[False, None]
         if (True, "transformers") in rate:
             lean_gain = rate[True, None] / rate[True, "transformers"]
     speedup = speedups["image"]
 
     image = render("a red circle and a blue square", size=model.config.tower.image_size, seed=0)
-    model.answer(image, "what color is the circle?")  # warm-up
-    latencies = []
-    for _ in range(5 if args.quick else 20):
-        _sync(device)
-        t = time.perf_counter()
-        model.answer(image, "what color is the circle?")
-        _sync(device)
-        latencies.append(time.perf_counter() - t)
+    latency = time_fn(lambda: model.answer(image, "what color is the circle?"), warmup=1,
+                      repeat=5 if args.quick else 20, device=str(device))
+    env = environment(str(device))
     result = {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "model": "random-" + ("tiny" if args.quick else "shapes") if args.random else args.model,
         "image_tokens_per_image": tokens_per_image, "depth": model.config.tower.depth, "cfg": 3.0,
         "generation": rows, "kv_cache_speedup": speedup, "kv_cache_speedups": speedups,
         "cached_equals_recomputed": same, "lean_over_transformers_cached": lean_gain,
-        "answer_latency_ms": {"median": 1000 * statistics.median(latencies), "min": 1000 * min(latencies)},
+        "answer_latency_ms": {"median": latency["median_ms"], "min": latency["min_ms"]},
     }
     name = "vilau_speed_quick" if args.quick else "vilau_speed"
-    hub.write_json_atomic(args.results / f"{name}.json", result)
-    md = ["# VILA-U decoding speed", "", (f"device: {result['device']}; model: {result['model']}; "
-                                          f"{tokens_per_image} image tokens x depth {result['depth']}, cfg 3"), "",
+    md = [f"model: {result['model']}; {tokens_per_image} image tokens x depth {result['depth']}, cfg 3", "",
           "| output | image tokens | KV cache | decoder | seconds | image tokens / s |",
           "| --- | ---: | --- | --- | ---: | ---: |"]
     md += [f"| {r['what']} | {r['image_tokens']} | {'yes' if r['kv_cache'] else 'no'} | {r['backend']} | "
@@ -120,8 +97,8 @@ def main() -> None:
            + f" (same codes every way: {same})"]
     if lean_gain:
         md += [f"lean decoder over the transformers forward, cached, one image: {lean_gain:.2f}x"]
-    md += [f"answer latency: median {result['answer_latency_ms']['median']:.1f} ms", ""]
-    hub.write_text_atomic(args.results / f"{name}.md", "\n".join(md))
+    md += [f"answer latency: median {result['answer_latency_ms']['median']:.1f} ms"]
+    write_results(name, result, "\n".join(md), out_dir=args.results, env=env, title="VILA-U decoding speed")
     print("\n".join(md))
 
 

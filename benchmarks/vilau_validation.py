@@ -20,7 +20,9 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+
+from harness import environment, write_results  # noqa: E402
 
 VALIDATION_SEED = 7919
 MISTAKES_SHOWN = 12
@@ -53,7 +55,7 @@ def comparison_parser(doc: str, name: str) -> argparse.ArgumentParser:
                         help="LABEL=FOLDER_OR_ZOO_NAME pairs")
     parser.add_argument("--quick", action="store_true", help="A random tiny model for each (a smoke test).")
     parser.add_argument("--name", default=name, help="Results file name (benchmarks/results/NAME.{json,md}).")
-    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--results", type=Path, default=None, help="Results folder (default: benchmarks/results).")
     return parser
 
 
@@ -66,7 +68,6 @@ def main() -> None:
     args = parser.parse_args()
     pairs = model_pairs(parser, args.models)
 
-    from genfoundry import hub
     from genfoundry.vilau.evaluate import evaluate_generation, evaluate_vqa
 
     rows = []
@@ -80,13 +81,11 @@ def main() -> None:
                      "seconds": time.perf_counter() - t})
         print(f"{label}: VQA {vqa['accuracy']:.3f} {vqa['per_type']}; generation {gen['score']:.3f} "
               f"{gen['per_category']}", flush=True)
-    result = {"device": "cpu", "cfg": args.cfg, "validation_seed": args.seed, "rows": rows}
+    result = {"cfg": args.cfg, "validation_seed": args.seed, "rows": rows}
     name = f"{args.name}_quick" if args.quick else args.name
-    hub.write_json_atomic(args.results / f"{name}.json", result)
     types = sorted({k for r in rows for k in r["vqa"]["per_type"]})
     cats = list(rows[0]["generation"]["per_category"])
-    md = ["# VILA-U validation comparison", "",
-          (f"Validation streams (seed {args.seed}), CPU: {rows[0]['vqa']['questions']} questions (greedy answers) "
+    md = [(f"Validation streams (seed {args.seed}), CPU: {rows[0]['vqa']['questions']} questions (greedy answers) "
            f"and {rows[0]['generation']['prompts']} prompts at cfg {args.cfg} (top-k 900, top-p 0.96)."), "",
           "| model | image tokens | VQA | " + " | ".join(f"VQA {t}" for t in types) + " | generation | "
           + " | ".join(cats) + " |",
@@ -100,7 +99,8 @@ def main() -> None:
         shown = r["vqa"]["mistakes"][:MISTAKES_SHOWN]
         md += ["", f"{r['label']}: {len(r['vqa']['mistakes'])} wrong answers" + (", the first:" if shown else ".")]
         md += [f"- {m['caption']}: {m['question']} expected {m['expected']!r}, answered {m['answer']!r}" for m in shown]
-    hub.write_text_atomic(args.results / f"{name}.md", "\n".join(md) + "\n")
+    write_results(name, result, "\n".join(md), out_dir=args.results, env=environment("cpu"),
+                  title="VILA-U validation comparison")
     print("\n".join(md))
 
 

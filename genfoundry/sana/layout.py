@@ -1,7 +1,7 @@
 """Layout guidance: put each object of a caption in its own region of the canvas while sampling.
 
 A small DiT binds colours to shapes but hardly reacts to relation words: swapping "left" for "right"
-changes its velocity by 0.1% (benchmarks/results/sana_relation_probe.md), so "a red circle to the left
+changes its velocity by 0.1% (experiments/results/sana_relation_probe.md), so "a red circle to the left
 of a blue square" comes out with the circle on either side. Layout guidance fixes the placement at
 sampling time without training, in the spirit of LLM-grounded diffusion (Lian et al., 2023: a layout
 first, then generation that follows it) and composable diffusion (Liu et al., 2022: one guidance term

@@ -121,7 +121,7 @@ class DiTTrainConfig:
     ema_decay: float = 0.999
     cfg_dropout: float = 0.1
     # Wall-clock budget of this run's DiT training (None: run all `steps`); the schedule then decays over
-    # the budget and training stops when it is spent (see run_stage). For fixed-time GPU sessions.
+    # the budget and training stops when it is spent (see run_stage). For fixed-time GPU runs (recipes/).
     max_seconds: float | None = None
     # Start from the DiT of a trained pipeline folder (its architecture; fresh optimizer, EMA and schedule).
     # Needs text.init_from: the DiT only makes sense on the text features it was trained with.
@@ -214,7 +214,7 @@ def _cpu() -> SanaTrainConfig:
 
 def _gpu() -> SanaTrainConfig:
     # The recipe of the embedded sana-shapes in one run on one H100/H200 (about 10 minutes, estimated from
-    # the step rates of the two fixed-time sessions the zoo model came from; not yet run in one piece):
+    # the step rates of the two fixed-time H100 runs the zoo model came from; not yet run in one piece):
     # the cpu preset's text encoder and DC-AE, a width-256 DiT (10.9M parameters) for 7,600 steps of
     # batch 256 on 120,000 scenes. 24 MB in fp16.
     return SanaTrainConfig(
@@ -1010,7 +1010,7 @@ position embedding (`interpolation_scale` 1.0, as SANA-4K does) so left/right/ab
 placement do not rest on the zero padding of the depthwise convolutions alone; the text features come
 from an early LM layer, where number and relation words are more distinct than deeper in the LM (see
 above); training relations are rendered with a margin beyond the evaluator's threshold.
-`benchmarks/sana_relation_probe.py` measures whether the DiT acts on the relation word.
+`experiments/sana_relation_probe.py` measures whether the DiT acts on the relation word.
 
 ## Use
 ```

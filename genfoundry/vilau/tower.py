@@ -331,7 +331,7 @@ def sigmoid_contrastive_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, sc
 class FrozenTextEncoder(nn.Module):
     """A SigLIP text transformer, frozen (the alignment target), as VILA-U keeps its pretrained one.
     Ours starts random, and its pooled features barely say which object a relation puts where
-    (benchmarks/vilau_relation_diagnosis.py), so stage 1b can train it with the head instead
+    (experiments/vilau_relation_diagnosis.py), so stage 1b can train it with the head instead
     (`--align-train-text`, LiT-style: the image side stays locked, the text side tunes)."""
 
     def __init__(self, kwargs: dict[str, Any], vocab_size: int, pad_id: int, bos_id: int, eos_id: int) -> None:

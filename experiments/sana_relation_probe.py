@@ -14,9 +14,10 @@ Two measurements per model:
    objects and report how often the first lies left of / above the second. A DiT that ignores the
    relation places the objects the same way whatever the caption says.
 
-    python benchmarks/sana_relation_probe.py [--model sana-shapes ...] [--seeds 8]
+    python experiments/sana_relation_probe.py [--model sana-shapes ...] [--seeds 8]
+    python experiments/sana_relation_probe.py --quick     # 1 seed, 1 noise draw (smoke test)
 
-Writes benchmarks/results/sana_relation_probe.json and .md.
+Writes experiments/results/sana_relation_probe{,_quick}.{json,md}.
 """
 
 from __future__ import annotations
@@ -28,13 +29,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from paths import RESULTS
 
-from genfoundry import hub
 from genfoundry.nn.attention import CrossAttention
 from genfoundry.sana import SanaPipeline
 from genfoundry.shapes.detect import detect
-
-RESULTS = Path(__file__).parent / "results"
+from harness import environment, write_results  # noqa: E402 (benchmarks/ is on the path through paths)
 BASE = "a red circle to the left of a blue square"
 SWAPS = {  # what changes -> the caption it is compared with (BASE, or the pair given)
     "relation left/right": ("a red circle to the left of a blue square", "a red circle to the right of a blue square"),
@@ -80,19 +80,18 @@ def recorded_cross_attention(probs: list[torch.Tensor]):
     """While active, every CrossAttention call appends its softmax weights [B, heads, N, L] to `probs`."""
     forward = CrossAttention.forward
 
-    def recording(self, x, context, bias=None):
+    def recording(self, x, context, bias=None, *, kv=None):
         batch = x.shape[0]
         q = self.to_q(x)
-        k = self.to_k(context)
         if self.norm_q is not None:
-            q, k = self.norm_q(q), self.norm_k(k)
+            q = self.norm_q(q)
+        k, _ = kv if kv is not None else self.project_context(context)
         q = q.view(batch, -1, self.heads, self.head_dim).transpose(1, 2)
-        k = k.view(batch, -1, self.heads, self.head_dim).transpose(1, 2)
         scores = (q @ k.transpose(-1, -2)).float() / math.sqrt(self.head_dim)
         if bias is not None:
             scores = scores + bias.float()
         probs.append(scores.softmax(-1))
-        return forward(self, x, context, bias)
+        return forward(self, x, context, bias, kv=kv)
 
     CrossAttention.forward = recording
     try:
@@ -157,8 +156,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=8, help="images per caption for the placement study")
     parser.add_argument("--noises", type=int, default=8, help="latent draws per time for the sensitivity")
     parser.add_argument("--guidance-scale", type=float, default=None, help="default: each model's own")
-    parser.add_argument("--out", type=Path, default=RESULTS / "sana_relation_probe.json")
+    parser.add_argument("--quick", action="store_true", help="1 seed and 1 noise draw (smoke test)")
+    parser.add_argument("--results", type=Path, default=None, help="results folder (default: experiments/results)")
     args = parser.parse_args()
+    if args.quick:
+        args.seeds, args.noises = 1, 1
     torch.manual_seed(0)
     models = {}
     for name in args.model:
@@ -168,9 +170,8 @@ def main() -> None:
                         "placement": placement(pipe, args.seeds, args.guidance_scale),
                         "guidance_scale": args.guidance_scale or pipe.config.guidance_scale}
         print(f"{name}: {models[name]}", flush=True)
-    result = {"device": "cpu", "seeds": args.seeds, "noises": args.noises, "models": models}
-    hub.write_json_atomic(args.out, result)
-    lines = ["# Does the DiT act on the relation word? (`benchmarks/sana_relation_probe.py`)", ""]
+    result = {"seeds": args.seeds, "noises": args.noises, "models": models}
+    lines = []
     for name, m in models.items():
         lines += [f"## `{name}` (guidance {m['guidance_scale']})", "",
                   "Relative change of the velocity prediction when one word is swapped (same noise):", "",
@@ -193,7 +194,9 @@ def main() -> None:
         lines += [f"| {rel} | {p['both_found']}/{p['images']} | {p['first_left_of_second']} | "
                   f"{p['first_above_second']} |" for rel, p in m["placement"].items()]
         lines.append("")
-    hub.write_text_atomic(args.out.with_suffix(".md"), "\n".join(lines))
+    write_results("sana_relation_probe" + ("_quick" if args.quick else ""), result, "\n".join(lines),
+                  out_dir=args.results, default_dir=RESULTS, env=environment("cpu"),
+                  title="Does the DiT act on the relation word?")
     print("\n".join(lines))
 
 

@@ -1,20 +1,20 @@
 #!/usr/bin/env bash
-# A fixed-time GPU session that tests grid-cell embeddings on VILA-U's image tokens: continue the
+# A fixed-time GPU run that tests grid-cell embeddings on VILA-U's image tokens: continue the
 # embedded vila-u-shapes twice side by side with the same recipe and budget, once as it is (raster order,
 # 1D RoPE only: the control) and once with --add-grid-position. The caller evaluates both folders on
 # held-out data (genfoundry eval vilau) and on validation prompts, and keeps the better one.
-# usage: benchmarks/gpu_session_grid.sh OUT_DIR [SECONDS] [WORKERS_PER_JOB]   (SECONDS: 420, WORKERS: 7)
+# usage: recipes/vilau_grid_cells_gpu.sh OUT_DIR [SECONDS] [WORKERS_PER_JOB]   (SECONDS: 420, WORKERS: 7)
 # SMOKE=1 runs the same commands on the CPU for a few seconds (a check of the script).
 # OUT_DIR gets vilau-raster/, vilau-grid/ (model/, log.jsonl, summary.json), logs and results.tar.part-*
 # (no checkpoints, no frozen vision tower: it is the embedded model's; reassemble with cat).
 set -uo pipefail
-out="${1:?usage: benchmarks/gpu_session_grid.sh OUT_DIR [SECONDS] [WORKERS_PER_JOB]}"
+out="${1:?usage: recipes/vilau_grid_cells_gpu.sh OUT_DIR [SECONDS] [WORKERS_PER_JOB]}"
 budget="${2:-420}" workers="${3:-7}"
 py="${PYTHON:-python3}"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 mkdir -p "$out"
 start=$(date +%s)
-. "$(dirname "$0")/gpu_session_lib.sh"
+. "$(dirname "$0")/gpu_jobs.sh"
 device=cuda
 if [ "${SMOKE:-0}" = 1 ]; then
   device=cpu workers=0

@@ -15,17 +15,16 @@ QA uses):
    the relation question (image then question, as `ask` runs it), per layer. Does the LLM compute
    the answer anywhere, even where its head does not read it?
 
-    python benchmarks/vilau_relation_diagnosis.py            # about 15 min on 2 CPU cores
-    python benchmarks/vilau_relation_diagnosis.py --quick    # smoke test
+    python experiments/vilau_relation_diagnosis.py            # about 15 min on 2 CPU cores
+    python experiments/vilau_relation_diagnosis.py --quick    # smoke test
 
-Writes benchmarks/results/vilau_relation_diagnosis{,_quick}.{json,md}.
+Writes experiments/results/vilau_relation_diagnosis{,_quick}.{json,md}.
 """
 
 from __future__ import annotations
 
 import argparse
 import random
-import sys
 import time
 from pathlib import Path
 
@@ -34,8 +33,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from paths import RESULTS
+
+from harness import environment, write_results  # noqa: E402 (benchmarks/ is on the path through paths)
 
 CATEGORIES = ("position", "two_objects")  # scenes of two objects of different kinds
 
@@ -170,12 +170,11 @@ def main() -> None:
     parser.add_argument("--llm-scenes", type=int, default=6000)
     parser.add_argument("--test-scenes", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--results", type=Path, default=None, help="results folder (default: experiments/results)")
     args = parser.parse_args()
     if args.quick:
         args.train_scenes, args.steps, args.llm_scenes, args.test_scenes = 600, 50, 300, 200
 
-    from genfoundry import hub
     from genfoundry.vilau.model import VilaU
 
     t0 = time.perf_counter()
@@ -199,16 +198,14 @@ def main() -> None:
     meta = {"model": args.model, "train_scenes": args.train_scenes, "llm_train_scenes": min(args.llm_scenes, args.train_scenes),
             "test_scenes": args.test_scenes, "steps": args.steps, "majority_answer_share": majority,
             "seconds": time.perf_counter() - t0}
-    lines = [f"# VILA-U relation diagnosis ({args.model})", "",
-             f"Held-out relation questions on {args.test_scenes} two-object scenes; always answering the majority "
+    lines = [f"Held-out relation questions on {args.test_scenes} two-object scenes; always answering the majority "
              f"answer scores {majority:.3f}. Grid probes: {args.train_scenes} training scenes, {args.steps} steps of "
              f"256; LLM probes: logistic regression on {meta['llm_train_scenes']} scenes' hidden states.", "",
              "| features probed | held-out accuracy | train accuracy |", "| --- | ---: | ---: |"]
     lines += [f"| {r['probe']} | {r['held_out']:.3f} | {r['train']:.3f} |" for r in rows]
-    lines.append("")
-    out = args.results / ("vilau_relation_diagnosis_quick" if args.quick else "vilau_relation_diagnosis")
-    hub.write_json_atomic(out.with_suffix(".json"), {"meta": meta, "rows": rows})
-    hub.write_text_atomic(out.with_suffix(".md"), "\n".join(lines))
+    name = "vilau_relation_diagnosis_quick" if args.quick else "vilau_relation_diagnosis"
+    write_results(name, {"meta": meta, "rows": rows}, "\n".join(lines), out_dir=args.results, default_dir=RESULTS,
+                  env=environment(str(model.device)), title=f"VILA-U relation diagnosis ({args.model})")
     print("\n".join(lines))
 
 

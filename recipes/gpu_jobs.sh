@@ -1,4 +1,5 @@
-# Shared pieces of benchmarks/gpu_session_*.sh (sourced; expects $py, $out, $device and $start).
+# Shared pieces of the fixed-time GPU recipes in recipes/*_gpu.sh (sourced; expects $py, $out, $device and
+# $start).
 
 # vilau_job INIT_FROM LR WARMUP BUDGET_SECONDS WORKERS [NAME [more train options]]: continue VILA-U stage 2
 # from a finished folder into $out/NAME (default vilau) for a wall-clock budget (killed 100 s after it, so
@@ -29,7 +30,8 @@ sana_continue_job() {
 }
 
 # pack ITEM...: the existing items of $out (no checkpoints, no frozen VILA-U tower) as
-# results.tar.part-* pieces of at most 15 MiB (the device tool returns files of up to 16 MiB).
+# results.tar.part-* pieces of at most 15 MiB (small enough to copy back from a remote GPU machine that
+# limits the size of each returned file).
 pack() {
   local items=() f
   for f in "$@"; do [ -e "$out/$f" ] && items+=("$f"); done

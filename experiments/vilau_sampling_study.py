@@ -5,23 +5,23 @@ its codebook has 512 codes, so top-k 900 keeps all of them). A small model may d
 from a sharper distribution. Every setting draws the same validation prompts (a prompt stream of its
 own, neither the training streams nor the held-out evaluation's) with the same seeds, at cfg 3.
 
-    python benchmarks/vilau_sampling_study.py                 # 100 prompts per setting, a few minutes on 2 CPU cores
-    python benchmarks/vilau_sampling_study.py --quick         # random tiny model, a smoke test
+    python experiments/vilau_sampling_study.py                 # 100 prompts per setting, a few minutes on 2 CPU cores
+    python experiments/vilau_sampling_study.py --quick         # random tiny model, a smoke test
 
-Writes benchmarks/results/vilau_sampling_study{,_quick}.{json,md}.
+Writes experiments/results/vilau_sampling_study{,_quick}.{json,md}.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from paths import RESULTS
+
+from harness import environment, write_results  # noqa: E402 (benchmarks/ is on the path through paths)
 
 VALIDATION_SEED = 7919
 SETTINGS = [  # (temperature, top_k); top_p 0.96 throughout
@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--settings", default=None,
                         help="temperature:top_k pairs, e.g. '1.0:all,1.0:10' (default: the table's six)")
     parser.add_argument("--name", default="vilau_sampling_study", help="results file name")
-    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--results", type=Path, default=None, help="results folder (default: experiments/results)")
     args = parser.parse_args()
     settings = SETTINGS
     if args.settings:
@@ -49,7 +49,6 @@ def main() -> None:
         except ValueError:
             parser.error(f"--settings {args.settings!r}: expected temperature:top_k pairs like '1.0:all,0.8:10'")
 
-    from genfoundry import hub
     from genfoundry.vilau.evaluate import evaluate_generation
     from genfoundry.vilau.model import VilaU, VilaUConfig
 
@@ -66,19 +65,18 @@ def main() -> None:
         r["seconds"] = time.perf_counter() - t
         rows.append(r)
         print(f"temperature {temperature} top_k {top_k}: {r['score']:.3f} {r['per_category']}", flush=True)
-    result = {"model": "random-tiny" if args.quick else args.model, "device": "cpu", "cfg": args.cfg,
+    result = {"model": "random-tiny" if args.quick else args.model, "cfg": args.cfg,
               "validation_seed": args.seed, "prompts": rows[0]["prompts"], "rows": rows}
     name = f"{args.name}_quick" if args.quick else args.name
-    hub.write_json_atomic(args.results / f"{name}.json", result)
     categories = list(rows[0]["per_category"])
-    md = ["# VILA-U sampling study", "",
-          (f"Model {result['model']}, cfg {args.cfg}, top-p 0.96, {result['prompts']} validation prompts "
+    md = [(f"Model {result['model']}, cfg {args.cfg}, top-p 0.96, {result['prompts']} validation prompts "
            f"(seed {args.seed}), CPU. Temperature 0 = greedy."), "",
           "| temperature | top-k | score | " + " | ".join(categories) + " | seconds |",
           "| ---: | ---: | ---: | " + " | ".join("---:" for _ in categories) + " | ---: |"]
     md += [f"| {r['temperature']} | {r['top_k'] or 'all'} | {r['score']:.3f} | "
            + " | ".join(f"{r['per_category'][c]:.2f}" for c in categories) + f" | {r['seconds']:.0f} |" for r in rows]
-    hub.write_text_atomic(args.results / f"{name}.md", "\n".join(md) + "\n")
+    write_results(name, result, "\n".join(md), out_dir=args.results, default_dir=RESULTS, env=environment("cpu"),
+                  title="VILA-U sampling study")
     print("\n".join(md))
 
 

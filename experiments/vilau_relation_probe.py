@@ -6,17 +6,17 @@ other position signal (the conv tower's codes do not say where a token is), so "
 LLM to compare columns = sequence index mod the grid width. This probe fine-tunes the LLM on relation
 questions alone, from the embedded weights, in two arms that differ only in the input:
 
-- `raster`: the image tokens as they are (what the model has today);
+- `raster`: the image tokens as they are (the model without grid-cell embeddings);
 - `raster+2d`: plus a learned row embedding and column embedding added to each image token.
 
 Both see the same batches (same seed), the same optimizer and steps, and are scored on the same
 held-out relation questions (balanced yes/no) by comparing the "yes" and "no" logits.
 
-    python benchmarks/vilau_relation_probe.py               # 600 steps per arm, about 16 min on 2 CPU cores
-    python benchmarks/vilau_relation_probe.py --quick       # smoke test (random tiny model, a few steps)
-    python benchmarks/vilau_relation_probe.py --device cuda --steps 10000 --results DIR   # on a GPU
+    python experiments/vilau_relation_probe.py               # 600 steps per arm, about 16 min on 2 CPU cores
+    python experiments/vilau_relation_probe.py --quick       # smoke test (random tiny model, a few steps)
+    python experiments/vilau_relation_probe.py --device cuda --steps 10000 --results DIR   # on a GPU
 
-Writes benchmarks/results/vilau_relation_probe{,_quick}.{json,md}.
+Writes experiments/results/vilau_relation_probe{,_quick}.{json,md}.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import copy
 import random
-import sys
 import time
 from pathlib import Path
 
@@ -33,8 +32,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from paths import RESULTS
+
+from harness import environment, write_results  # noqa: E402 (benchmarks/ is on the path through paths)
 
 RELATION_CATEGORIES = ("position", "two_objects", "colors")  # scenes with two objects of different kinds
 
@@ -178,32 +178,28 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-scenes", type=int, default=20_000, help="training scenes at most (then repeated)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (a GPU runs thousands of steps in minutes)")
-    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--results", type=Path, default=None, help="results folder (default: experiments/results)")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
-
-    from genfoundry import hub
 
     base = load_base(args)
     pool, train_items, train_codes, test_items, test_codes = relation_data(base, args)
     arms = [run_arm(base, name, train_items, train_codes, test_items, test_codes, args)
             for name in ("raster", "raster+2d")]
-    result = {"device": torch.cuda.get_device_name() if base.device.type == "cuda" else "cpu",
-              "model": "random-tiny" if args.quick else args.model, "steps": args.steps,
+    result = {"model": "random-tiny" if args.quick else args.model, "steps": args.steps,
               "batch_size": args.batch_size, "lr": args.lr, "test_questions": args.test,
               "threads": torch.get_num_threads(), "train_scenes": pool, "arms": arms}
     name = "vilau_relation_probe_quick" if args.quick else "vilau_relation_probe"
-    hub.write_json_atomic(args.results / f"{name}.json", result)
-    md = ["# VILA-U relation probe", "",
-          (f"Model {result['model']}, LLM fine-tuned on relation questions alone: {args.steps} steps of batch "
-           f"{args.batch_size} over {pool} training scenes, AdamW lr {args.lr}, {result['device']} "
-           f"({result['threads']} CPU threads). Held-out: {args.test} relation questions (half yes), scored by "
+    md = [(f"Model {result['model']}, LLM fine-tuned on relation questions alone: {args.steps} steps of batch "
+           f"{args.batch_size} over {pool} training scenes, AdamW lr {args.lr}, "
+           f"{result['threads']} CPU threads. Held-out: {args.test} relation questions (half yes), scored by "
            "the yes/no logits."), "",
           "| image-token input | held-out before | held-out after | loss first 20 | loss last 20 | seconds |",
           "| --- | ---: | ---: | ---: | ---: | ---: |"]
     md += [f"| {a['arm']} | {a['accuracy_before']:.3f} | {a['accuracy_after']:.3f} | {a['loss_first']:.3f} | "
            f"{a['loss_last']:.3f} | {a['seconds']:.0f} |" for a in arms]
-    hub.write_text_atomic(args.results / f"{name}.md", "\n".join(md) + "\n")
+    write_results(name, result, "\n".join(md), out_dir=args.results, default_dir=RESULTS,
+                  env=environment(str(base.device)), title="VILA-U relation probe")
     print("\n".join(md))
 
 

@@ -1,13 +1,14 @@
 """Train the embedded VILA-U default (`vila-u-shapes`) and its no-contrastive ablation on one GPU, then
 evaluate both and measure speed.
 
-    python benchmarks/vilau_train_gpu.py --out runs/vilau            # ~5 minutes of training on an H100/H200
-    python benchmarks/vilau_train_gpu.py --out /tmp/v --quick         # CPU smoke test with the tiny preset
+    python recipes/vilau_shapes_gpu.py --out runs/vilau            # ~5 minutes of training on an H100/H200
+    python recipes/vilau_shapes_gpu.py --out /tmp/v --quick         # CPU smoke test with the tiny preset
 
 The two trainings (tower with and without the contrastive loss, each followed by its LLM stage) run as
 two processes side by side on the same GPU; the small models leave it mostly idle, so both fit the
 time budget. Writes OUT/main/model (the folder to copy to genfoundry/zoo/vila-u-shapes),
-OUT/ablation/model, and benchmarks/results/vilau_eval.{json,md} + vilau_train.json.
+OUT/ablation/model, and OUT/results/vilau_eval.{json,md} + vilau_train.json + vilau_speed.{json,md}
+(`--results DIR` elsewhere; benchmarks/results holds the embedded model's evaluation).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def main() -> None:
     parser.add_argument("--llm-batch", type=int, default=96)
     parser.add_argument("--no-ablation", action="store_true", help="Train only the contrastive model.")
     parser.add_argument("--quick", action="store_true", help="Tiny preset, a few steps, CPU (smoke test).")
-    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--results", type=Path, default=None, help="results folder (default: OUT/results)")
     parser.add_argument("--run-one", help=argparse.SUPPRESS)
     parser.add_argument("--eval-one", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -71,6 +72,7 @@ def main() -> None:
         return eval_one(*args.eval_one, quick=args.quick)
 
     args.out.mkdir(parents=True, exist_ok=True)
+    args.results = args.results or args.out / "results"
     args.results.mkdir(parents=True, exist_ok=True)
     variants = {"main": True} if args.no_ablation else {"main": True, "ablation": False}
     base = {"preset": "tiny" if args.quick else "shapes", "seed": 0, "warmup_steps": 5 if args.quick else 200,
@@ -129,7 +131,7 @@ def model_card(results: dict, train_summary: dict, train_seconds: float, speed_m
     lines = [
         "# vila-u-shapes", "",
         "VILA-U (unified vision tower + Llama LLM with a depth transformer) trained from scratch on ShapeWorld",
-        "64x64 by `benchmarks/vilau_train_gpu.py` (genfoundry). Tower: conv encoder -> 8x8 tokens, residual",
+        "64x64 by `recipes/vilau_shapes_gpu.py` (genfoundry). Tower: conv encoder -> 8x8 tokens, residual",
         "quantization depth 4 with 512-code EMA codebooks, conv decoder, SigLIP sigmoid alignment to a frozen",
         "random-init SigLIP text encoder. LLM: 4-layer Llama (hidden 256) + 2-layer depth transformer.",
         f"Stage 1 and stage 2 together trained for {train_seconds:.0f} s of wall time on one GPU (both variants",

@@ -13,17 +13,17 @@ the LLM's own next token, scored on held-out questions by the yes/no logits as i
 Arms (the same batches, optimizer and steps, from the embedded weights): `answer` (the answer loss
 alone, the control) and `answer+where` (plus the auxiliary loss, weight `--aux-weight`).
 
-    python benchmarks/vilau_relation_aux.py --arms answer+where --name vilau_relation_aux_where1500
-    python benchmarks/vilau_relation_aux.py --arms answer --name vilau_relation_aux_answer1500
-    python benchmarks/vilau_relation_aux.py --arms answer --name vilau_relation_aux_answer1500_run2 \
+    python experiments/vilau_relation_aux.py --arms answer+where --name vilau_relation_aux_where1500
+    python experiments/vilau_relation_aux.py --arms answer --name vilau_relation_aux_answer1500
+    python experiments/vilau_relation_aux.py --arms answer --name vilau_relation_aux_answer1500_repeat \
         --save runs/vilau-relonly     # the same run again, keeping the model (runs/vilau-relonly/answer)
-    python benchmarks/vilau_relation_aux.py --quick       # smoke test (random tiny model, a few steps)
+    python experiments/vilau_relation_aux.py --quick       # smoke test (random tiny model, a few steps)
 
 (about 11 minutes per arm of 1,500 steps on 2 CPU cores). Measured: the control learns relations
 (0.480 -> 0.800, and 0.840 in the second run) and the auxiliary loss slows it (0.672), but a model tuned on
-relations alone forgets the rest (benchmarks/vilau_validation.py on it: vilau_validation_relation.md).
+relations alone forgets the rest (benchmarks/vilau_validation.py on it: benchmarks/results/vilau_validation_relation.md).
 
-Writes benchmarks/results/NAME{,_quick}.{json,md} (--name, default vilau_relation_aux).
+Writes experiments/results/NAME{,_quick}.{json,md} (--name, default vilau_relation_aux).
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import copy
 import random
-import sys
 import time
 from pathlib import Path
 
@@ -40,10 +39,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from paths import RESULTS
 
-from benchmarks.vilau_relation_probe import accuracy, load_base, relation_data
+from experiments.vilau_relation_probe import accuracy, load_base, relation_data  # noqa: E402 (root on the path)
+from harness import environment, write_results  # noqa: E402 (benchmarks/ is on the path through paths)
 
 ARMS = ("answer", "answer+where")
 
@@ -136,30 +135,25 @@ def main() -> None:
     parser.add_argument("--max-scenes", type=int, default=20_000, help="training scenes at most (then repeated)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--save", type=Path, default=None, help="write each arm's model to SAVE/ARM")
-    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--results", type=Path, default=None, help="results folder (default: experiments/results)")
     parser.add_argument("--name", default="vilau_relation_aux", help="results file name (NAME.{json,md})")
     args = parser.parse_args()
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     if not arms or any(a not in ARMS for a in arms):
         parser.error(f"--arms takes names from {', '.join(ARMS)}, got {args.arms!r}")
 
-    from genfoundry import hub
-
     base = load_base(args)
     if not 0 <= args.aux_layer <= base.llm.config.num_hidden_layers:
         parser.error(f"--aux-layer must be in [0, {base.llm.config.num_hidden_layers}], got {args.aux_layer}")
     pool, train_items, train_codes, test_items, test_codes = relation_data(base, args)
     results = [run_arm(base, name, train_items, train_codes, test_items, test_codes, args) for name in arms]
-    result = {"device": "cpu" if base.device.type == "cpu" else torch.cuda.get_device_name(),
-              "model": "random-tiny" if args.quick else args.model, "steps": args.steps,
+    result = {"model": "random-tiny" if args.quick else args.model, "steps": args.steps,
               "batch_size": args.batch_size, "lr": args.lr, "aux_layer": args.aux_layer, "aux_weight": args.aux_weight,
               "test_questions": args.test, "train_scenes": pool, "arms": results}
     name = f"{args.name}_quick" if args.quick else args.name
-    hub.write_json_atomic(args.results / f"{name}.json", result)
-    md = ["# VILA-U relation fine-tune with a 'where is it?' auxiliary loss", "",
-          (f"Model {result['model']}: the LLM, projector and grid cells fine-tuned on relation questions alone, "
-           f"{args.steps} steps of batch {args.batch_size} over {pool} training scenes, AdamW lr {args.lr}, "
-           f"{result['device']}. answer+where adds an MSE loss (weight {args.aux_weight}) on each named object's "
+    md = [(f"Model {result['model']}: the LLM, projector and grid cells fine-tuned on relation questions alone, "
+           f"{args.steps} steps of batch {args.batch_size} over {pool} training scenes, AdamW lr {args.lr}. "
+           f"answer+where adds an MSE loss (weight {args.aux_weight}) on each named object's "
            f"centre and side, read linearly from layer {args.aux_layer} at its shape word. Held-out: {args.test} relation "
            "questions (half yes), scored by the yes/no logits."), "",
           "| arm | held-out before | held-out after | answer loss first / last 50 | where loss first / last 50 | seconds |",
@@ -172,7 +166,8 @@ def main() -> None:
             md.append("")
             md.append(f"{a['arm']}, held-out along the way: " + ", ".join(
                 f"step {c['step']} {c['held_out']:.3f}" for c in a["checkpoints"]))
-    hub.write_text_atomic(args.results / f"{name}.md", "\n".join(md) + "\n")
+    write_results(name, result, "\n".join(md), out_dir=args.results, default_dir=RESULTS,
+                  env=environment(str(base.device)), title="VILA-U relation fine-tune with a 'where is it?' auxiliary loss")
     print("\n".join(md))
 
 

@@ -1,25 +1,25 @@
 #!/usr/bin/env bash
-# Continue training the embedded models in ONE fixed-time GPU session (three jobs side by side on one
-# GPU: the models are small, so each alone leaves it mostly idle). Every job stops on a wall-clock
-# budget and then exports normally:
+# Train the sana-shapes text encoder and DiT and continue stage 2 of vila-u-shapes in ONE fixed-time run on
+# one GPU (three jobs side by side: the models are small, so each alone leaves it mostly idle). Every job
+# stops on a wall-clock budget and then exports normally:
 #   sana-a  a larger SANA DiT (width 256, depth 10) trained from scratch on the embedded DC-AE and the
 #           cpu preset's text encoder (2-layer LM, first layer kept)
 #   sana-b  the same DiT on a 3-layer text encoder of width 128 that keeps 2 layers (more context per
 #           word, for the position prompts); the better of the two on the validation prompts ships
 #   vilau   stage 2 of vila-u-shapes continued from the embedded weights (fresh optimizer, batch 64)
-# usage: benchmarks/gpu_session_train.sh OUT_DIR [SECONDS]      SECONDS: training budget per job (380)
+# usage: recipes/sana_shapes_dit_and_vilau_stage2_gpu.sh OUT_DIR [SECONDS]      SECONDS: training budget per job (380)
 # SMOKE=1 runs the same commands on the CPU with tiny data and evaluation (a check of the script).
 # OUT_DIR gets sana-a/, sana-b/, vilau/model/ and their logs, plus results.tar.part-* (the better SANA
 # variant and the VILA-U model, no checkpoints; reassemble with cat). Each job is killed after
 # SECONDS + 160 s (SANA) or + 100 s (VILA-U) so that the packing always runs.
 set -uo pipefail
-out="${1:?usage: benchmarks/gpu_session_train.sh OUT_DIR [SECONDS]}"
+out="${1:?usage: recipes/sana_shapes_dit_and_vilau_stage2_gpu.sh OUT_DIR [SECONDS]}"
 budget="${2:-380}"
 py="${PYTHON:-python3}"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 mkdir -p "$out"
 start=$(date +%s)
-. "$(dirname "$0")/gpu_session_lib.sh"
+. "$(dirname "$0")/gpu_jobs.sh"
 
 device=cuda scenes=120000 evals=300 vals=100 workers=5 vworkers=4
 if [ "${SMOKE:-0}" = 1 ]; then

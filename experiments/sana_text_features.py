@@ -8,9 +8,10 @@ stay nearly parallel; the DiT then has to amplify a tiny difference. It also rep
 features of the second object of a relation caption depend on the relation ("a blue square" after
 "to the left of" vs after "to the right of") and on word order (the first vs the second object).
 
-    python benchmarks/sana_text_features.py [--model sana-shapes]
+    python experiments/sana_text_features.py [--model sana-shapes] [--quick]
 
-Writes benchmarks/results/sana_text_features.json and .md.
+Writes experiments/results/sana_text_features{,_quick}.{json,md} (--quick: the same measurement, which takes
+seconds, under another name).
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ import argparse
 from pathlib import Path
 
 import torch
+from paths import RESULTS
 
 from genfoundry import hub
 from genfoundry.sana.text_encoder import TextEncoder
-
-RESULTS = Path(__file__).parent / "results"
+from harness import environment, write_results  # noqa: E402 (benchmarks/ is on the path through paths)
 PAIRS = (("left", "right"), ("above", "below"), ("red", "blue"), ("red", "green"), ("circle", "square"),
          ("two", "three"))
 # (caption A, caption B, word, occurrence in A, occurrence in B, what is compared)
@@ -51,7 +52,8 @@ def word_feature(encoder: TextEncoder, caption: str, word: str, occurrence: int)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="sana-shapes", help="SANA pipeline folder or zoo name")
-    parser.add_argument("--out", type=Path, default=RESULTS / "sana_text_features.json")
+    parser.add_argument("--quick", action="store_true", help="write sana_text_features_quick (smoke test)")
+    parser.add_argument("--results", type=Path, default=None, help="results folder (default: experiments/results)")
     args = parser.parse_args()
     root = hub.resolve(args.model)
     encoder = TextEncoder.from_pretrained(root / "text_encoder", tokenizer_path=root / "tokenizer",
@@ -66,13 +68,13 @@ def main() -> None:
         fa, fb = word_feature(encoder, cap_a, word, occ_a), word_feature(encoder, cap_b, word, occ_b)
         contexts.append({"what": what, "a": cap_a, "b": cap_b, "cosine": round(float(cos(fa, fb, dim=0)), 6)})
     result = {"model": args.model, "word_pairs": pairs, "contexts": contexts}
-    hub.write_json_atomic(args.out, result)
-    lines = [f"# Text-encoder features of `{args.model}` (cosine similarity; 1.0 = indistinguishable)", "",
-             "| words (frame \"a _\") | cosine |", "| --- | ---: |"]
+    lines = ["| words (frame \"a _\") | cosine |", "| --- | ---: |"]
     lines += [f"| {p['words']} | {p['cosine']:.4f} |" for p in pairs]
     lines += ["", "| compared | cosine |", "| --- | ---: |"]
     lines += [f"| {c['what']} | {c['cosine']:.6f} |" for c in contexts]
-    hub.write_text_atomic(args.out.with_suffix(".md"), "\n".join(lines) + "\n")
+    write_results("sana_text_features" + ("_quick" if args.quick else ""), result, "\n".join(lines),
+                  out_dir=args.results, default_dir=RESULTS, env=environment("cpu"),
+                  title=f"Text-encoder features of `{args.model}` (cosine similarity; 1.0 = indistinguishable)")
     print("\n".join(lines))
 
 
