@@ -51,6 +51,7 @@ SMOKE: dict[str, list[str]] = {
     "svdquant_quant_time": ["--quick"],
     "sana_linear_attention": ["--quick"],
     "vilau_ablation": ["--quick"],
+    "vilau_official_memory": ["--quick"],
 }
 # what a smoke mode needs besides the Python packages of `make install`: programs on PATH, optional modules;
 # without them the script is reported as SKIP with the reason

@@ -99,12 +99,16 @@ def _peak_gib() -> float:
     return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) / 2**20
 
 
-def streaming_config() -> VilaUConfig:
+def streaming_config(quick: bool = False) -> VilaUConfig:
     """The authors' architecture with a 1.1 GB (bfloat16) LLM, to load for real: LLaMA-2's vocabulary,
-    width 2048, 8 layers, on the tiny tower."""
+    width 2048, 8 layers, on the tiny tower (`quick`: width 256, 2 layers, a smoke test)."""
     config = VilaUConfig.tiny_official()
-    config.llm.update(hidden_size=2048, intermediate_size=5632, num_hidden_layers=8, num_attention_heads=16,
-                      num_key_value_heads=16, vocab_size=32004)
+    if quick:
+        config.llm.update(hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
+                          num_key_value_heads=4, vocab_size=32004)
+    else:
+        config.llm.update(hidden_size=2048, intermediate_size=5632, num_hidden_layers=8, num_attention_heads=16,
+                          num_key_value_heads=16, vocab_size=32004)
     return VilaUConfig.from_dict(config.to_dict())
 
 
@@ -127,7 +131,7 @@ def load_cost(folder: str) -> dict:
             "before_load_gib": base, "weights_gib": weights / 2**30}
 
 
-def streaming_cost() -> dict:
+def streaming_cost(quick: bool = False) -> dict:
     """Write the streaming_config model in the authors' layout (bfloat16, in 0.3 GB shards so that several
     are streamed; the release's are 5 GB), then load it in a fresh process."""
     import tempfile
@@ -136,9 +140,10 @@ def streaming_cost() -> dict:
 
     with tempfile.TemporaryDirectory() as folder:
         with checkpoint_tensors_on_meta():
-            model = VilaU(streaming_config())
+            model = VilaU(streaming_config(quick))
         model.to_empty(device="cpu")  # values do not matter here, only sizes
-        save_official(model, folder, dtype=torch.bfloat16, max_shard_bytes=300 * 2**20)
+        shard = (4 if quick else 300) * 2**20
+        save_official(model, folder, dtype=torch.bfloat16, max_shard_bytes=shard)
         del model
         return in_fresh_process("--load", folder)
 
@@ -152,12 +157,12 @@ def in_fresh_process(*args: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
+def main(quick: bool = False) -> None:
     results = [summary("vila-u-7b-256", VilaUConfig.official_256()),
                summary("vila-u-7b-384 (paper shape)", VilaUConfig.official_384())]
     for result, config_name in zip(results, ("official_256", "official_384")):
-        result["meta_build"] = in_fresh_process("--build", config_name)
-    stream = streaming_cost()
+        result["meta_build"] = in_fresh_process("--build", "tiny_official" if quick else config_name)
+    stream = streaming_cost(quick)
     rows = []
     for r in results:
         for part, n in r["parameters"].items():
@@ -184,7 +189,7 @@ def main() -> None:
                 f"loading (Python, torch, transformers), {stream['peak_process_gib']:.2f} GiB when loaded (the "
                 "safetensors tensors map the files and are paged in when used), "
                 f"{stream['after_reading_every_weight_gib']:.2f} GiB after reading every weight once.\n")
-    write_results("vilau_official_memory", {"results": results, "streaming_load": stream}, markdown,
+    write_results("vilau_official_memory" + ("_quick" if quick else ""), {"results": results, "streaming_load": stream}, markdown,
                   title="VILA-U released models: memory from the shapes")
     print(markdown)
 
@@ -198,5 +203,7 @@ if __name__ == "__main__":
         print(json.dumps(build_cost(sys.argv[2])))
     elif len(sys.argv) == 3 and sys.argv[1] == "--load":
         print(json.dumps(load_cost(sys.argv[2])))
+    elif sys.argv[1:] in ([], ["--quick"]):
+        main(quick=sys.argv[1:] == ["--quick"])
     else:
-        main()
+        sys.exit("usage: python benchmarks/vilau_official_memory.py [--quick]  (--quick: tiny models, a smoke test)")
