@@ -126,6 +126,7 @@ def compare(spec: str, dram_gbps: float = 16.0, arch: Arch = LEGO_ARCH) -> Compa
     return Comparison(spec, estimate_lego(spec, arch, dram_gbps), estimate_gemmini(spec, dram_gbps))
 
 
-def gemmini_design(spec: str = "gemm:16x16x16") -> Design:
-    """The baseline as RTL (for synthesis / simulation), for one GEMM-lowered workload."""
-    return compile(gemm_lowering(spec)[0], GEMMINI_ARCH)
+def gemmini_design(spec: str = "gemm:16x16x16", emit_verilog: bool = True) -> Design:
+    """The baseline as RTL (for synthesis / simulation), for its first lowered workload (for the SVDQuant
+    operator: both of its GEMMs, with int8 operands)."""
+    return compile(_lowered_workloads(spec)[0], GEMMINI_ARCH, emit_verilog=emit_verilog)
