@@ -14,6 +14,7 @@ genfoundry.lego sees workloads and integer tensors only; this module is where th
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -64,23 +65,25 @@ def capture_input(module: nn.Module, layer: str, run: Callable[[], object]) -> t
     return seen[0]
 
 
-def _estimates(spec: str, cache: dict) -> tuple[dict, dict]:
+def _estimates(spec: str, archs: tuple, cache: dict) -> tuple[dict, dict]:
+    """(LEGO, Gemmini-like) estimates of `spec` on the two archs, each computed once per call."""
     from genfoundry.lego import baseline
 
     if spec not in cache:
-        cache[spec] = (baseline.estimate_lego(spec), baseline.estimate_gemmini(spec))
+        cache[spec] = (baseline.estimate_lego(spec, archs[0]), baseline.estimate_gemmini(spec, arch=archs[1]))
     return cache[spec]
 
 
 def layer_accelerator(pipe, caption: str, seed: int, folder: Path, layer: str | None = None,
-                      array: str = "16x16", dataflows: str | None = None, simulator: str = "auto") -> dict:
+                      array: str = "8x8", dataflows: str | None = None, simulator: str = "auto") -> dict:
     """Build, simulate and compare the accelerator of one W4A4 layer of a quantized SANA pipeline.
 
     The layer's input is captured in the first denoising step of `caption` (the conditional branch);
     its integer operands go through the generated Verilog (Verilator or Icarus) and must match the
     numpy reference bit for bit. Without a simulator the cycles come from the cycle model (said in
-    `cycles_from`). Every quantized layer of the first block is costed for LEGO and the Gemmini-like
-    baseline; the totals cover every block."""
+    `cycles_from`). LEGO (`array`, its fused dataflows os/ws/is/ws-tree unless `dataflows` says) is
+    compared with the Gemmini-like baseline at the same array size (os/ws systolic mesh, int8 lanes)
+    under one cost model; every quantized layer of the first block is costed, the totals cover all."""
     from genfoundry import hub, lego
     from genfoundry.lego import baseline
     from genfoundry.lego.simulate import SimulationError, available_simulator
@@ -105,8 +108,9 @@ def layer_accelerator(pipe, caption: str, seed: int, folder: Path, layer: str | 
     specs = svdq_layer_specs(transformer, tokens)
     spec = specs[layer]["spec"]
 
-    arch = baseline.LEGO_ARCH if dataflows is None and array == "16x16" else lego.Arch.parse(
-        array, dataflows or ",".join(baseline.LEGO_ARCH.dataflows), max_time_tile=baseline.LEGO_ARCH.max_time_tile)
+    arch = lego.Arch.parse(array, dataflows or ",".join(baseline.LEGO_ARCH.dataflows),
+                           max_time_tile=baseline.LEGO_ARCH.max_time_tile)
+    gemmini_arch = replace(baseline.GEMMINI_ARCH, rows=arch.rows, cols=arch.cols)
     design = lego.compile(spec, arch)
     files = design.write_verilog(folder)
     np.savez(folder / "inputs.npz", **operands.tensors())
@@ -129,19 +133,19 @@ def layer_accelerator(pipe, caption: str, seed: int, folder: Path, layer: str | 
         result.update(cycles=cycles, cycles_from=f"RTL simulation ({kind})", simulator=kind,
                       bit_exact=bool(np.array_equal(outputs["Y"], reference)),
                       cycle_model_rtl_cycles=estimate["rtl_cycles"])
-    gemmini = baseline.estimate_gemmini(spec)
+    gemmini = baseline.estimate_gemmini(spec, arch=gemmini_arch)
     result.update(system_cycles=estimate["system_cycles"], gemmini_system_cycles=gemmini["system_cycles"],
                   speedup=gemmini["system_cycles"] / max(estimate["system_cycles"], 1),
                   utilisation=estimate["utilisation"], gemmini_utilisation=gemmini["utilisation"],
                   energy_ratio=gemmini["energy_pj"]["total"] / max(estimate["energy_pj"]["total"], 1e-9),
                   resources=design.resources(),
-                  gemmini_resources=baseline.gemmini_design(spec, emit_verilog=False).resources())
-    result["layers"] = _layer_table(specs, {spec: (estimate, gemmini)} if arch == baseline.LEGO_ARCH else {})
+                  gemmini_resources=baseline.gemmini_design(spec, emit_verilog=False, arch=gemmini_arch).resources())
+    result["layers"] = _layer_table(specs, (arch, gemmini_arch), {spec: (estimate, gemmini)})
     hub.write_json_atomic(folder / "report.json", result)
     return result
 
 
-def _layer_table(specs: dict[str, dict], cache: dict) -> dict:
+def _layer_table(specs: dict[str, dict], archs: tuple, cache: dict) -> dict:
     """Cycles of every quantized layer of the first block (low-rank down projection included) for
     LEGO and the Gemmini-like baseline, and the totals over every quantized layer of the model."""
     rows = []
@@ -149,7 +153,7 @@ def _layer_table(specs: dict[str, dict], cache: dict) -> dict:
     for name, layer in specs.items():
         cycles = {"lego": 0, "gemmini": 0}
         for spec in filter(None, (layer["spec"], layer["down_spec"])):
-            lego_est, gem_est = _estimates(spec, cache)
+            lego_est, gem_est = _estimates(spec, archs, cache)
             cycles["lego"] += lego_est["system_cycles"]
             cycles["gemmini"] += gem_est["system_cycles"]
         total_lego += cycles["lego"]

@@ -168,7 +168,7 @@ def plot_lego_layers(rows: list[dict]) -> str | None:
     ax.barh([y + 0.2 for y in ys], [r["gemmini_cycles"] for r in rows], 0.4, label="Gemmini-like", color="#888888")
     ax.set_yticks(list(ys), names, fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel("cycles per image token set (system model, 16 GB/s)")
+    ax.set_xlabel("cycles for one image's tokens (system model, 16 GB/s DRAM)")
     ax.set_title("Accelerator cycles per quantized layer (first block)")
     ax.legend(fontsize=8)
     return _figure(fig)
@@ -254,6 +254,10 @@ def _section_vilau(s: dict, folder: Path) -> str:
     ])
 
 
+def _lanes(lanes: dict) -> str:
+    return _e(", ".join(f"{stage} {n}" for stage, n in lanes.items()))
+
+
 def _section_lego(s: dict) -> str:
     exact = {True: '<span class="mark pass">bit-exact</span>', False: '<span class="mark fail">NOT bit-exact</span>',
              None: '<span class="note">not simulated</span>'}[s.get("bit_exact")]
@@ -263,7 +267,7 @@ def _section_lego(s: dict) -> str:
         ["array, dataflows", _e(f"{s['array']}, {' + '.join(s['dataflows'])}")],
         ["cycles", f"{_num(s['cycles'])} ({_e(s['cycles_from'])})"], ["check against numpy", exact],
         ["integer operands reproduce the layer (relative error)", _num(s["integer_reconstruction_rel_error"], ".2e")],
-        ["system cycles (16 GB/s DRAM): LEGO / Gemmini-like",
+        [f"system cycles (16 GB/s DRAM): LEGO / Gemmini-like, both {s['array']}",
          f"{_num(s['system_cycles'])} / {_num(s['gemmini_system_cycles'])}: <b>{s['speedup']:.2f}x</b>"],
         ["FU utilisation: LEGO / Gemmini-like", f"{s['utilisation']:.1%} / {s['gemmini_utilisation']:.1%}"],
         ["energy, Gemmini-like / LEGO", f"{s['energy_ratio']:.2f}x"],
@@ -272,7 +276,8 @@ def _section_lego(s: dict) -> str:
     keys = ["fus", "input_buffer_bits", "output_buffer_bits", "pipeline_register_bits", "mode_muxes", "modes"]
     area = _table(["resource", "LEGO", "Gemmini-like"],
                   [[_e(k.replace("_", " ")), _num(s["resources"][k]), _num(s["gemmini_resources"][k])] for k in keys]
-                  + [["multiplier lanes per FU", _e(s["resources"]["lanes"]), _e(s["gemmini_resources"]["lanes"])]],
+                  + [["multiplier lanes per FU (per stage)", _lanes(s["resources"]["lanes"]),
+                      _lanes(s["gemmini_resources"]["lanes"])]],
                   numeric={1, 2})
     layers = s["layers"]
     per_layer = _table(["layer (first block)", "workloads", "LEGO cycles", "Gemmini-like cycles", "speed-up"],

@@ -60,7 +60,7 @@ class TourConfig:
     baselines: tuple[str, ...] = ("rtn", "w4a16")
     vilau_candidates: int = 8  # VILA-U draws this many per prompt and keeps its own favourite
     lego_layer: str | None = None  # default: the first block's self-attention query projection
-    lego_array: str = "16x16"
+    lego_array: str = "8x8"  # LEGO and the Gemmini-like baseline at the same size (64 MACs each)
 
     def __post_init__(self) -> None:
         self.output = Path(self.output)
@@ -115,6 +115,12 @@ class TourRun:
                 image.save(tmp, format="PNG")
             files.append(self.rel(target))
         return files
+
+    def save_sheet(self, images: list, captions: list[str], name: str) -> None:
+        from genfoundry.hub import atomic_path
+
+        with atomic_path(self.path(name)) as tmp:
+            contact_sheet(images, captions).save(tmp, format="PNG")
 
     # ---------------------------------------------------------------- prompts and SANA
     @cached_property
@@ -202,6 +208,31 @@ class TourRun:
                 for i in range(c.count)]
 
 
+def contact_sheet(images, captions, columns: int = 4, scale: int = 2):
+    """Images in a grid with their captions underneath (PIL default font)."""
+    from PIL import Image, ImageDraw
+
+    tile = images[0].width * scale
+    label = 26
+    rows = (len(images) + columns - 1) // columns
+    sheet = Image.new("RGB", (columns * (tile + 8) + 8, rows * (tile + label + 8) + 8), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for i, (image, caption) in enumerate(zip(images, captions)):
+        x = 8 + (i % columns) * (tile + 8)
+        y = 8 + (i // columns) * (tile + label + 8)
+        sheet.paste(image.resize((tile, tile), Image.NEAREST), (x, y))
+        words, line, lines = caption.split(), "", []
+        for w in words:
+            if len(line) + len(w) + 1 > tile // 6:
+                lines.append(line)
+                line = w
+            else:
+                line = f"{line} {w}".strip()
+        lines.append(line)
+        draw.multiline_text((x, y + tile + 1), "\n".join(lines[:2]), fill=(0, 0, 0), spacing=1)
+    return sheet
+
+
 def _comparable(config: dict) -> dict:
     return {k: v for k, v in config.items() if k != "progress"}
 
@@ -239,6 +270,7 @@ def stage_shapeworld(run: TourRun) -> dict:
 
     images = [render_scene(s) for s in run.scenes]
     rows = _scored(images, [s.caption for s in run.scenes], run.save_images(images, "shapeworld"))
+    run.save_sheet(images, [s.caption for s in run.scenes], "shapeworld_grid.png")
     for row, scene in zip(rows, run.scenes):
         row["category"] = scene.category
     result = {"renders": rows, **_per_category(rows, [s.category for s in run.scenes])}
@@ -248,6 +280,7 @@ def stage_shapeworld(run: TourRun) -> dict:
 
 def stage_sana(run: TourRun) -> dict:
     rows = _scored(run.sana_images, run.captions, run.save_images(run.sana_images, "sana"))
+    run.save_sheet(run.sana_images, run.captions, "sana_grid.png")
     for row, (_, category), seed in zip(rows, run.prompts, run.seeds):
         row.update(category=category, seed=seed)
     result = {"model": run.config.sana_model, "steps": run.config.steps or run.sana.config.steps,
@@ -439,7 +472,8 @@ def register(app: typer.Typer) -> None:
         vilau_candidates: int = typer.Option(8, "--vilau-candidates", help="VILA-U images drawn per prompt (best kept)"),
         lego_layer: Optional[str] = typer.Option(
             None, "--lego-layer", help="quantized SANA layer to build (default transformer_blocks.0.attn1.to_q)"),
-        lego_array: str = typer.Option("16x16", "--lego-array", help="FU array of the accelerator, ROWSxCOLS"),
+        lego_array: str = typer.Option("8x8", "--lego-array",
+                                       help="FU array of the accelerator and of the baseline it is compared with"),
         size: int = typer.Option(64, help="canvas size of the renders (a multiple of 32)"),
         device: str = typer.Option("auto", help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N"),
     ) -> None:
