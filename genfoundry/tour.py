@@ -159,38 +159,38 @@ class TourRun:
 
     # ---------------------------------------------------------------- SVDQuant
     def quant_config(self, **overrides):
+        """SVDQuant's defaults (the recommended W4A4 format) unless `overrides` say otherwise."""
         from genfoundry.svdquant import QuantConfig
 
         return QuantConfig(**{"method": "svdquant", **overrides}, seed=self.config.seed, progress=False,
-                           indivisible="skip").resolved()
+                           indivisible="skip")
 
-    def calibration(self, touch_only: bool = False):
+    @property
+    def calibration(self):
         from genfoundry.models import Calibration
 
-        if touch_only:  # methods that use no statistics: one short pass tells which layers run
-            return Calibration(prompts=1, steps=2, batch_size=1, seed=self.config.seed)
         return Calibration(prompts=self.config.calib_prompts, steps=self.config.calib_steps, seed=self.config.seed)
-
-    def quantize(self, overrides: dict, touch_only: bool = False):
-        """A fresh SANA pipeline with its transformer quantized."""
-        from genfoundry.sana.quantization import FAMILY
-        from genfoundry.svdquant import quantize
-
-        pipe = self.load_sana()
-        quantize(pipe.transformer, FAMILY.calibrator(pipe, self.calibration(touch_only)), self.quant_config(**overrides))
-        return pipe
 
     @cached_property
     def quantized_sana(self):
         """SANA with the recommended SVDQuant W4A4 transformer: the cached file under OUT/svdquant/ when it
         was made from the same model weights with the same settings, else quantized now and cached."""
         from genfoundry.models import load_quantized_cached
-        from genfoundry.svdquant import QuantConfig
 
         pipe, self.quantized_from_cache = load_quantized_cached(
-            self.config.sana_model, self.quantized_file, QuantConfig(method="svdquant", seed=self.config.seed,
-                                                                     progress=False, indivisible="skip"),
-            self.calibration(), self.device)
+            self.config.sana_model, self.quantized_file, self.quant_config(), self.calibration, self.device)
+        return pipe
+
+    def quantized_baseline(self, overrides: dict):
+        """A fresh SANA pipeline quantized by a method that uses no calibration statistics (RTN,
+        weight-only): one short pass only tells which layers run."""
+        from genfoundry.models import Calibration
+        from genfoundry.sana.quantization import FAMILY
+        from genfoundry.svdquant import quantize
+
+        pipe = self.load_sana()
+        touch = Calibration(prompts=1, steps=2, batch_size=1, seed=self.config.seed)
+        quantize(pipe.transformer, FAMILY.calibrator(pipe, touch), self.quant_config(**overrides))
         return pipe
 
     @property
@@ -318,11 +318,11 @@ def stage_svdquant(run: TourRun) -> dict:
                _method_row(run, "svdquant", label, quantized)]
     for name in run.config.baselines:
         base_label, overrides = BASELINE_METHODS[name]
-        methods.append(_method_row(run, name, base_label, run.quantize(overrides, touch_only=True)))
+        methods.append(_method_row(run, name, base_label, run.quantized_baseline(overrides)))
     main = methods[1]
     result = {"file": run.rel(run.quantized_file),
               "from_cache": run.quantized_from_cache, "quantize_seconds": quantize_seconds,
-              "config": _comparable(config), "calibration": asdict(run.calibration()), "methods": methods}
+              "config": _comparable(config), "calibration": asdict(run.calibration), "methods": methods}
     result["summary"] = (f"{label}: PSNR {main['psnr_db']:.1f} dB, SSIM {main['ssim']:.3f}, score {main['score']:.2f}, "
                          f"{methods[0]['bytes'] / main['bytes']:.2f}x fewer bytes"
                          + (" (cached file)" if run.quantized_from_cache else ""))
@@ -359,8 +359,7 @@ def stage_vilau(run: TourRun) -> dict:
     about_sana = ask(run.sana_images, sana_qa, [r["file"] for r in sana_rows], [r["correct"] for r in sana_rows])
     # ShapeWorld renders: their own questions, whose answers are true of the picture
     renders = [render_scene(s) for s in run.scenes]
-    render_files = (run.results.get("shapeworld", {}).get("renders") and
-                    [r["file"] for r in run.results["shapeworld"]["renders"]]) or run.save_images(renders, "shapeworld")
+    render_files = run.save_images(renders, "shapeworld")  # the same files the shapeworld stage writes
     render_qa = [rng.sample(questions(s), min(3, len(questions(s)))) for s in run.scenes]
     about_renders = ask(renders, render_qa, render_files, [True] * len(renders))
     drawn = generate_images(vila, run.captions, cfg=VILAU_CFG, seed=run.config.seed,
