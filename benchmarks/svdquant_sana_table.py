@@ -45,39 +45,6 @@ def _size_ratio(dense: int, stored: int) -> str:
     return f"{dense / stored:.2f}x smaller" if stored <= dense else f"{stored / dense:.2f}x larger"
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
-
-
-def ssim(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean SSIM over RGB channels with an 11-tap Gaussian window (sigma 1.5), as in Wang et al. 2004."""
-    from scipy.ndimage import gaussian_filter
-
-    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    scores = []
-    for ch in range(3):
-        x, y = a[..., ch].astype(np.float64), b[..., ch].astype(np.float64)
-        blur = lambda z: gaussian_filter(z, 1.5, truncate=3.5)  # noqa: E731 - 11-tap window
-        mx, my = blur(x), blur(y)
-        vx, vy, cxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
-        s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
-        scores.append(s.mean())
-    return float(np.mean(scores))
-
-
-def quantized_bytes(transformer: torch.nn.Module) -> tuple[int, int]:
-    """(bytes of the quantized layers' buffers/params, bytes the same layers take in bf16)."""
-    from genfoundry.svdquant import SVDQLinear, W4A16Linear, W8A8Linear
-
-    stored = dense = 0
-    for module in transformer.modules():
-        if isinstance(module, (SVDQLinear, W4A16Linear, W8A8Linear)):
-            stored += sum(t.numel() * t.element_size() for t in module.state_dict().values())
-            dense += 2 * module.in_features * module.out_features + 2 * module.out_features
-    return stored, dense
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="sana-shapes")
@@ -93,6 +60,7 @@ def main() -> None:
     from genfoundry.sana.evaluate import heldout_prompts, score_images
     from genfoundry.svdquant import QuantConfig, quantize
     from genfoundry.svdquant.cli import calibration_prompts
+    from genfoundry.svdquant.metrics import psnr, quantized_bytes, ssim
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     prompts = heldout_prompts(args.prompts, seed=args.seed + 7)

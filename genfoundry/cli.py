@@ -61,6 +61,7 @@ _COMMAND_MODULES = [
     "genfoundry.svdquant.cli",
     "genfoundry.vilau.cli",
     "genfoundry.lego.cli",
+    "genfoundry.serve.cli",
 ]
 
 

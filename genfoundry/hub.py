@@ -121,6 +121,14 @@ def save_file(
     return path
 
 
+def cast_floating(tensors: Mapping[str, torch.Tensor], dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+    """The floating-point tensors cast to `dtype` (None: unchanged), the others as they are: what a
+    `save_pretrained(path, dtype=...)` writes."""
+    if dtype is None:
+        return dict(tensors)
+    return {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
+
+
 def _shares_storage(t: torch.Tensor) -> bool:
     return t.untyped_storage().nbytes() != t.numel() * t.element_size()
 

@@ -47,3 +47,21 @@ def _tiny_sana_pipeline_folder(folder):
                                                       prediction_type="flow_prediction")
     diffusers.SanaPipeline(tokenizer=tokenizer, text_encoder=text, vae=vae, transformer=transformer,
                            scheduler=scheduler).save_pretrained(folder)
+
+
+# A tour on tiny settings: the tiny SANA pipeline, the embedded VILA-U, a 2x2 accelerator (a few minutes
+# on 2 CPU cores), run once per session for the tour and report tests.
+QUICK_TOUR_ARGS = ["--count", "5", "--steps", "2", "--calib-prompts", "1", "--calib-steps", "2", "--baselines", "rtn",
+                   "--vilau-candidates", "1", "--lego-array", "2x2", "--device", "cpu"]
+
+
+@pytest.fixture(scope="session")
+def quick_tour(tmp_path_factory, tiny_sana_pipeline):
+    """(output folder, CLI result) of `genfoundry tour` on tiny settings."""
+    from typer.testing import CliRunner
+
+    from genfoundry.cli import app
+
+    out = tmp_path_factory.mktemp("tour") / "out"
+    result = CliRunner().invoke(app, ["tour", "-o", str(out), "--sana-model", str(tiny_sana_pipeline), *QUICK_TOUR_ARGS])
+    return out, result

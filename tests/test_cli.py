@@ -38,23 +38,3 @@ def test_shapes_bad_input_is_a_clear_error(tmp_path):
     (tmp_path / "not.png").write_text("hello")
     result = runner.invoke(app, ["shapes", "eval", str(tmp_path / "not.png"), "a red circle"])
     assert result.exit_code == 2 and "not a readable image" in result.output
-
-
-def test_tour_main_job_writes_results(tmp_path):
-    result = runner.invoke(app, ["tour", "-o", str(tmp_path / "out"), "--count", "5"])
-    assert result.exit_code == 0, result.output
-    scores = json.loads((tmp_path / "out" / "scores.json").read_text())
-    assert scores["renders"]["overall"] == 1.0
-    assert (tmp_path / "out" / "shapeworld_grid.png").exists()
-
-
-def test_tour_draws_with_a_sana_pipeline(tmp_path, tiny_sana_pipeline):
-    result = runner.invoke(app, ["tour", "-o", str(tmp_path / "out"), "--count", "5",
-                                 "--sana-model", str(tiny_sana_pipeline)])
-    assert result.exit_code == 0, result.output
-    scores = json.loads((tmp_path / "out" / "scores.json").read_text())
-    sana = scores["sana"]
-    assert sana["count"] == 5 and 0.0 <= sana["overall"] <= 1.0
-    assert set(sana["per_category"]) == {"single_object", "two_objects", "counting", "colors", "position"}
-    assert len(list((tmp_path / "out" / "sana").glob("*.png"))) == 5
-    assert (tmp_path / "out" / "sana_grid.png").exists()

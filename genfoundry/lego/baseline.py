@@ -105,8 +105,9 @@ def _lowered_workloads(spec: str) -> list:
     return [replace(wl, name=spec, widths={n: 8 for n in wl.inputs} | {"Y": 32})]
 
 
-def estimate_gemmini(spec: str, dram_gbps: float = 16.0) -> dict:
-    designs = [compile(w, GEMMINI_ARCH, emit_verilog=False) for w in _lowered_workloads(spec)]
+def estimate_gemmini(spec: str, dram_gbps: float = 16.0, arch: Arch = GEMMINI_ARCH) -> dict:
+    """The baseline's estimate for `spec` (`arch`: another mesh size of the same baseline)."""
+    designs = [compile(w, arch, emit_verilog=False) for w in _lowered_workloads(spec)]
     ests = [d.estimate(dram_gbps=dram_gbps) for d in designs]
     est = _sum_estimates(ests)
     # FU-cycles spent multiplying (byte-slice and int4-in-int8 products included), as for LEGO
@@ -126,6 +127,7 @@ def compare(spec: str, dram_gbps: float = 16.0, arch: Arch = LEGO_ARCH) -> Compa
     return Comparison(spec, estimate_lego(spec, arch, dram_gbps), estimate_gemmini(spec, dram_gbps))
 
 
-def gemmini_design(spec: str = "gemm:16x16x16") -> Design:
-    """The baseline as RTL (for synthesis / simulation), for one GEMM-lowered workload."""
-    return compile(gemm_lowering(spec)[0], GEMMINI_ARCH)
+def gemmini_design(spec: str = "gemm:16x16x16", emit_verilog: bool = True, arch: Arch = GEMMINI_ARCH) -> Design:
+    """The baseline as RTL (for synthesis / simulation), for its first lowered workload (for the SVDQuant
+    operator: both of its GEMMs, with int8 operands)."""
+    return compile(_lowered_workloads(spec)[0], arch, emit_verilog=emit_verilog)

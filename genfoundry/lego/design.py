@@ -116,6 +116,17 @@ class Design:
         }
 
     # ---------------------------------------------------------------- analysis
+    def resources(self) -> dict:
+        """What the generated Verilog instantiates, counted from the generator's own plan (no synthesis):
+        FUs and the multiplier lanes each packs per stage, on-chip buffer bits (input slots: width x
+        banks x depth; output: accumulator width), pipeline-register bits and mode multiplexers."""
+        hw = self.hw
+        input_bits = sum(w * b * d for w, b, d in zip(hw.slot_width, hw.slot_banks, hw.slot_depth))
+        return {"fus": hw.rows * hw.cols, "lanes": {st.name: st.lanes for st in self.stages},
+                "input_buffer_bits": input_bits, "output_buffer_bits": hw.out_banks * hw.out_depth * hw.acc_width,
+                "pipeline_register_bits": self.lp_register_bits if self.arch.pipelining == "lp" else self.naive_register_bits,
+                "mode_muxes": self.muxes, "modes": len(self.modes)}
+
     def estimate(self, **kw) -> dict:
         return cost_model.estimate(self, **kw)
 

@@ -2,7 +2,7 @@
 
 from genfoundry.sana.dcae import DCAE
 from genfoundry.sana.layout import LayoutError, Region, plan_layout
-from genfoundry.sana.pipeline import SanaPipeline, SanaPipelineConfig
+from genfoundry.sana.pipeline import SanaPipeline, SanaPipelineConfig, SanaPipelineOutput
 from genfoundry.sana.samplers import (
     SAMPLERS,
     Schedule,
@@ -30,6 +30,7 @@ __all__ = [
     "Region",
     "SanaPipeline",
     "SanaPipelineConfig",
+    "SanaPipelineOutput",
     "SanaTransformer",
     "SanaTransformerConfig",
     "Schedule",

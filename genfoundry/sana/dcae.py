@@ -649,8 +649,9 @@ class DCAE(nn.Module):
         model.load_state_dict(tensors, assign=True)
         return model.eval()
 
-    def save_pretrained(self, path: str | os.PathLike) -> Path:
-        """Write the diffusers layout (config.json + diffusion_pytorch_model.safetensors)."""
+    def save_pretrained(self, path: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
+        """Write the diffusers layout (config.json + diffusion_pytorch_model.safetensors; floating-point
+        weights cast to `dtype` on disk when given)."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         hub.write_json_atomic(
@@ -661,7 +662,7 @@ class DCAE(nn.Module):
                 **self.config.to_diffusers_dict(),
             },
         )
-        hub.save_file(self.state_dict(), path / WEIGHTS_NAME, metadata={"format": "pt"})
+        hub.save_file(hub.cast_floating(self.state_dict(), dtype), path / WEIGHTS_NAME, metadata={"format": "pt"})
         return path
 
 

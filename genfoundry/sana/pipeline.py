@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from genfoundry import hub
+from genfoundry.errors import InputError
 from genfoundry.sana.dcae import DCAE
 from genfoundry.sana.layout import (
     LayoutError,
@@ -32,8 +33,21 @@ from genfoundry.sana.samplers import SAMPLERS, get_sampler
 from genfoundry.sana.text_encoder import DEFAULT_CHI, TextEncoder
 from genfoundry.sana.transformer import SanaTransformer
 
+# an int, one per image, None (random), or diffusers-style torch.Generator(s)
+Seed = int | list[int] | torch.Generator | list[torch.Generator] | None
+
 PIPELINE_CONFIG_NAME = "genfoundry_sana.json"
 MODEL_INDEX_NAME = "model_index.json"
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+
+
+@dataclass
+class SanaPipelineOutput:
+    """What `pipe(..., return_dict=True)` returns, as diffusers' `SanaPipelineOutput`: `.images` is a
+    list of PIL images, an array [B, H, W, 3] in [0, 1] ('np'), a tensor [B, 3, H, W] in [0, 1] ('pt')
+    or the latents [B, C, H/f, W/f] ('latent'), by `output_type`."""
+
+    images: list[Image.Image] | np.ndarray | torch.Tensor
 
 
 @dataclass
@@ -124,14 +138,19 @@ class SanaPipeline:
             text, mask = torch.cat([neg_text, text]), torch.cat([neg_mask, mask])
         return text, mask
 
-    def initial_noise(self, batch: int, height: int, width: int, seed: int | list[int] | None) -> torch.Tensor:
-        """fp32 Gaussian latents drawn on the CPU from `seed` (one generator per image for a list)."""
+    def initial_noise(self, batch: int, height: int, width: int, seed: Seed) -> torch.Tensor:
+        """fp32 Gaussian latents drawn on the CPU from `seed` (one generator per image for a list); a
+        `torch.Generator` (or one per image) draws on its own device, as diffusers' `generator`."""
         f = self.vae.spatial_compression_ratio
         shape = (self.transformer.config.in_channels, height // f, width // f)
-        if isinstance(seed, (list, tuple)):
+        if isinstance(seed, torch.Generator):
+            noise = torch.randn((batch, *shape), generator=seed, device=seed.device)
+        elif isinstance(seed, (list, tuple)):
             if len(seed) != batch:
                 raise ValueError(f"got {len(seed)} seeds for {batch} prompts")
-            noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seed])
+            noise = torch.stack([
+                torch.randn(shape, generator=s, device=s.device) if isinstance(s, torch.Generator)
+                else torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seed])
         else:
             gen = torch.Generator()
             if seed is None:
@@ -151,7 +170,7 @@ class SanaPipeline:
         steps: int | None = None,
         guidance_scale: float | None = None,
         sampler: str | None = None,
-        seed: int | list[int] | None = 0,
+        seed: Seed = 0,
         latents: torch.Tensor | None = None,
         progress: bool | None = None,
         warn_unknown_words: bool = True,
@@ -267,22 +286,36 @@ class SanaPipeline:
         steps: int | None = None,
         guidance_scale: float | None = None,
         sampler: str | None = None,
-        seed: int | list[int] | None = 0,
+        seed: Seed = 0,
         tile_vae: bool | None = None,
         progress: bool | None = None,
         warn_unknown_words: bool = True,
         layout_guidance: float | None = None,
         layouts: Sequence[Sequence[Region] | None] | None = None,
-    ) -> list[Image.Image]:
+        *,
+        num_inference_steps: int | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        output_type: str = "pil",
+        return_dict: bool | None = None,
+    ) -> list[Image.Image] | np.ndarray | torch.Tensor | SanaPipelineOutput | tuple:
         """Generate one image per prompt. Defaults (None) come from the pipeline config (steps, guidance,
         sampler, layout guidance; 20 / 4.5 / flow-dpm-solver / off unless the model's genfoundry_sana.json
-        says otherwise) and the model's native size; `seed` int, per-image list, or None."""
+        says otherwise) and the model's native size; `seed` int, per-image list, or None.
+
+        diffusers' names work too: `num_inference_steps` (= steps), `generator` (a torch.Generator or one
+        per image, instead of `seed`), `output_type` ('pil', 'np', 'pt', 'latent') and `return_dict`:
+        True gives a `SanaPipelineOutput` with `.images`, False the tuple `(images,)`, and None (the
+        default) the images themselves."""
+        steps, seed = _diffusers_aliases(steps, num_inference_steps, seed, generator, output_type)
         latents = self.generate_latents(
             prompt, negative_prompt, height, width, steps, guidance_scale, sampler, seed,
             progress=progress, warn_unknown_words=warn_unknown_words,
             layout_guidance=layout_guidance, layouts=layouts,
         )
-        return to_pil(self.decode(latents, tile=tile_vae))
+        images = latents if output_type == "latent" else _postprocess(self.decode(latents, tile=tile_vae), output_type)
+        if return_dict is None:
+            return images
+        return SanaPipelineOutput(images) if return_dict else (images,)
 
     def _check_prompts(self, prompt: str | list[str]) -> list[str]:
         if isinstance(prompt, str):
@@ -315,12 +348,18 @@ class SanaPipeline:
         dtype: torch.dtype | None = None,
         device: str | torch.device = "cpu",
         text_encoder_dtype: torch.dtype | None = None,
+        torch_dtype: torch.dtype | None = None,
     ) -> SanaPipeline:
         """Load a pipeline folder (embedded zoo name, local folder or cached repo id).
 
-        `dtype` None computes in float32 on the CPU, where half-precision kernels are slow or missing,
-        and in bfloat16 on accelerators: the zoo stores fp16, but fp16 activations overflow in the
-        DC-AE's gated convolutions (NaN images; SANA's own releases run in bf16 too)."""
+        `dtype` (or diffusers' name `torch_dtype`) None computes in float32 on the CPU, where
+        half-precision kernels are slow or missing, and in bfloat16 on accelerators: the zoo stores fp16,
+        but fp16 activations overflow in the DC-AE's gated convolutions (NaN images; SANA's own releases
+        run in bf16 too)."""
+        if torch_dtype is not None:
+            if dtype is not None and dtype != torch_dtype:
+                raise InputError(f"dtype={dtype} and torch_dtype={torch_dtype} disagree; give one of them")
+            dtype = torch_dtype
         default = torch.float32 if torch.device(device).type == "cpu" else torch.bfloat16
         dtype = default if dtype is None else dtype
         text_encoder_dtype = default if text_encoder_dtype is None else text_encoder_dtype
@@ -349,14 +388,15 @@ class SanaPipeline:
         )
         return cls(transformer, vae, text_encoder, config)
 
-    def save_pretrained(self, path: str | os.PathLike) -> Path:
-        """Write the diffusers SanaPipeline layout (loadable by diffusers) plus genfoundry_sana.json."""
+    def save_pretrained(self, path: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
+        """Write the diffusers SanaPipeline layout (loadable by diffusers) plus genfoundry_sana.json;
+        `dtype` (e.g. torch.float16, as the zoo stores) casts the floating-point weights on disk."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         version = _diffusers_version()
-        self.transformer.save_pretrained(path / "transformer")
-        self.vae.save_pretrained(path / "vae")
-        _save_text_model(self.text_encoder.model, path / "text_encoder")
+        self.transformer.save_pretrained(path / "transformer", dtype=dtype)
+        self.vae.save_pretrained(path / "vae", dtype=dtype)
+        _save_text_model(self.text_encoder.model, path / "text_encoder", dtype)
         self.text_encoder.tokenizer.save_pretrained(path / "tokenizer")
         hub.write_json_atomic(path / "scheduler" / "scheduler_config.json", {
             "_class_name": "DPMSolverMultistepScheduler", "_diffusers_version": version,
@@ -395,12 +435,12 @@ def _transformers_class(model: torch.nn.Module) -> str:
     return getattr(model, "transformers_class", type(model).__name__)
 
 
-def _save_text_model(model: torch.nn.Module, folder: Path) -> None:
+def _save_text_model(model: torch.nn.Module, folder: Path, dtype: torch.dtype | None = None) -> None:
     """transformers layout (config.json + model.safetensors), written through the atomic hub writers."""
     config = model.config
     config.architectures = [_transformers_class(model)]
     hub.write_text_atomic(folder / "config.json", config.to_json_string())
-    hub.save_file(model.state_dict(), folder / "model.safetensors", metadata={"format": "pt"})
+    hub.save_file(hub.cast_floating(model.state_dict(), dtype), folder / "model.safetensors", metadata={"format": "pt"})
 
 
 def _diffusers_version() -> str:
@@ -412,6 +452,33 @@ def _diffusers_version() -> str:
         return "0.32.0"
 
 
+def _diffusers_aliases(steps: int | None, num_inference_steps: int | None, seed: Seed,
+                       generator: torch.Generator | list[torch.Generator] | None, output_type: str) -> tuple:
+    """diffusers' argument names mapped onto ours: (steps, seed)."""
+    if output_type not in OUTPUT_TYPES:
+        raise InputError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
+    if num_inference_steps is not None:
+        if steps is not None and steps != num_inference_steps:
+            raise InputError(f"steps={steps} and num_inference_steps={num_inference_steps} disagree; give one of them")
+        steps = num_inference_steps
+    if generator is not None:
+        generators = generator if isinstance(generator, (list, tuple)) else [generator]
+        if not generators or not all(isinstance(g, torch.Generator) for g in generators):
+            raise InputError("generator must be a torch.Generator or a list of them (one per image)")
+        if seed not in (0, None):
+            raise InputError(f"got both seed={seed!r} and a generator; give one of them")
+        seed = generator
+    return steps, seed
+
+
+def _postprocess(images: torch.Tensor, output_type: str) -> list[Image.Image] | np.ndarray | torch.Tensor:
+    """Decoded images [B, 3, H, W] in [-1, 1] -> what diffusers' image processor gives for `output_type`."""
+    if output_type == "pil":
+        return to_pil(images)
+    images = (images / 2 + 0.5).clamp(0, 1)
+    return images if output_type == "pt" else images.permute(0, 2, 3, 1).float().cpu().numpy()
+
+
 def to_pil(images: torch.Tensor) -> list[Image.Image]:
     """[B, 3, H, W] in [-1, 1] -> PIL RGB images (rounded like diffusers' image processor)."""
     arr = (images / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
@@ -419,4 +486,4 @@ def to_pil(images: torch.Tensor) -> list[Image.Image]:
     return [Image.fromarray(a) for a in arr]
 
 
-__all__ = ["SAMPLERS", "SanaPipeline", "SanaPipelineConfig", "to_pil"]
+__all__ = ["OUTPUT_TYPES", "SAMPLERS", "SanaPipeline", "SanaPipelineConfig", "SanaPipelineOutput", "to_pil"]

@@ -229,6 +229,13 @@ class SanaTransformer(nn.Module):
     """The SANA DiT. `forward(latents[B,C,H,W], timestep[B] in [0,1000), text[B,L,D], text_mask[B,L])`
     returns the flow velocity [B, C_out, H, W]."""
 
+    # What SVDQuant leaves alone (glob patterns of module names, read by genfoundry.svdquant.quantize):
+    # the embedders, the text-side cross-attention keys/values (computed once per image) and the output
+    # projection stay in 16 bits; the adaLN-single projection gets 4-bit weights, 16-bit activations.
+    quantization_skip = ("*patch_embed*", "*time_embed.emb*", "*caption_projection*", "proj_out",
+                         "*attn2.to_k", "*attn2.to_v")
+    quantization_weight_only = ("*time_embed.linear",)
+
     def __init__(self, config: SanaTransformerConfig | str | None = None) -> None:
         super().__init__()
         cfg = named_config(config) if isinstance(config, str) else (config or SanaTransformerConfig())
@@ -375,15 +382,16 @@ class SanaTransformer(nn.Module):
         model.load_state_dict(state, assign=True)
         return model.to(device=device, dtype=dtype).eval()
 
-    def save_pretrained(self, path: str | os.PathLike) -> Path:
-        """Write the diffusers layout: config.json + diffusion_pytorch_model.safetensors."""
+    def save_pretrained(self, path: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
+        """Write the diffusers layout: config.json + diffusion_pytorch_model.safetensors (floating-point
+        weights cast to `dtype` on disk when given)."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         hub.write_json_atomic(path / CONFIG_NAME, {
             "_class_name": DIFFUSERS_CLASS, "_diffusers_version": _diffusers_version(),
             **self.config.to_diffusers_dict(),
         })
-        hub.save_file(self.state_dict(), path / WEIGHTS_NAME, metadata={"format": "pt"})
+        hub.save_file(hub.cast_floating(self.state_dict(), dtype), path / WEIGHTS_NAME, metadata={"format": "pt"})
         return path
 
 

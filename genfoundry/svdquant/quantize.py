@@ -37,13 +37,8 @@ from genfoundry.svdquant.smooth import LayerProblem, output_error, search_smooth
 METHODS = ("svdquant", "smoothquant", "rtn", "w4a16", "w8a8")
 AUTO = "auto"
 
-# SANA (diffusers names and the original repo's): kept in 16 bits / weight-only 4-bit
-SANA_SKIP = [
-    "*patch_embed*", "*x_embedder*", "*time_embed.emb*", "*t_embedder*", "*caption_projection*", "*y_embedder*",
-    "proj_out", "*final_layer*", "*attn2.to_k", "*attn2.to_v", "*cross_attn.kv_linear",
-]
-SANA_W4A16 = ["*time_embed.linear", "*t_block*"]
-# generic diffusers / transformers models: embeddings, heads, in/out projections, time/text embedders
+# Models that declare nothing (see `default_patterns`): embeddings, heads, in/out projections,
+# time/text embedders stay in 16 bits; adaLN-style modulation projections get 4-bit weights only
 GENERIC_SKIP = [
     "*embed*", "*lm_head*", "proj_in", "proj_out", "*time_emb*", "*timestep*", "*context_embedder*",
     "*caption_projection*", "*score*", "*classifier*",
@@ -130,11 +125,15 @@ class QuantConfig:
 
 
 def default_patterns(model: nn.Module) -> tuple[list[str], list[str]]:
-    """(skip, w4a16) glob defaults: SANA's when the model looks like SANA, else the generic ones."""
-    names = {n.split(".")[-1] for n, _ in model.named_modules()}
-    is_sana = "Sana" in type(model).__name__ or {"caption_projection", "transformer_blocks"} <= names \
-        or {"t_block", "y_embedder", "blocks"} <= names
-    return (list(SANA_SKIP), list(SANA_W4A16)) if is_sana else (list(GENERIC_SKIP), list(GENERIC_W4A16))
+    """(skip, w4a16) glob defaults: what the model declares (its `quantization_skip` /
+    `quantization_weight_only` attributes, or what a system registered for its class in
+    genfoundry.models), else the generic ones."""
+    from genfoundry.models import declared_layers
+
+    declared = declared_layers(model)
+    if declared is None:
+        return list(GENERIC_SKIP), list(GENERIC_W4A16)
+    return list(declared.skip), list(declared.weight_only)
 
 
 def _matches(name: str, patterns: list[str]) -> bool:

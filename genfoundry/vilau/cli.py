@@ -27,14 +27,25 @@ def _device(device: str) -> str:
     return device
 
 
-def _load(model: str, device: str):
+def _load(model: str, device: str, quantized: Optional[Path] = None):
     from genfoundry.hub import CheckpointError
     from genfoundry.vilau.model import VilaU
 
     try:
-        return VilaU.from_pretrained(model, device=_device(device))
+        vila = VilaU.from_pretrained(model, device=_device(device))
     except CheckpointError as err:
         raise typer.BadParameter(str(err), param_hint="--model") from None
+    if quantized is not None:
+        from genfoundry.svdquant import load_quantized
+
+        try:
+            load_quantized(vila, quantized)
+        except (CheckpointError, ValueError) as err:
+            raise typer.BadParameter(f"cannot apply quantized file {quantized}: {err}", param_hint="--quantized") from None
+    return vila
+
+
+QUANTIZED_HELP = "A file from `genfoundry quantize --model vila-u-shapes`: run the LLM and depth transformer in W4A4."
 
 
 def _show_notes(caught: list) -> None:
@@ -48,13 +59,14 @@ def ask_command(
     model: str = typer.Option("vila-u-shapes", help="Zoo name or VILA-U folder."),
     max_new_tokens: int = typer.Option(32, min=1, help="Longest answer in tokens."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    quantized: Optional[Path] = typer.Option(None, "--quantized", help=QUANTIZED_HELP),
 ) -> None:
     """Answer a question about an image."""
     if not question.strip():
         raise typer.BadParameter("the question is empty; ask e.g. 'what color is the circle?'", param_hint="QUESTION")
     if not image.exists():
         raise typer.BadParameter(f"image file not found: {image}", param_hint="IMAGE")
-    vila = _load(model, device)
+    vila = _load(model, device, quantized)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         try:
@@ -91,6 +103,7 @@ def imagine_command(
     rank_by: str = typer.Option(DEFAULT_RANKER, help=RANK_HELP),
     model: str = typer.Option("vila-u-shapes", help="Zoo name or VILA-U folder."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    quantized: Optional[Path] = typer.Option(None, "--quantized", help=QUANTIZED_HELP),
 ) -> None:
     """Draw an image for a caption."""
     from PIL import Image
@@ -99,7 +112,7 @@ def imagine_command(
 
     if cfg < 0:
         raise typer.BadParameter(f"cfg must be >= 0, got {cfg}", param_hint="--cfg")
-    vila = _load(model, device)
+    vila = _load(model, device, quantized)
     try:
         if frames:
             if candidates is not None and candidates > 1:
@@ -133,6 +146,9 @@ def eval_vilau_command(
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     card: Optional[Path] = typer.Option(None, help="Training run folder: write the model card (README.md) "
                                                    "into the model folder from its config, log and these results."),
+    quantized: Optional[Path] = typer.Option(
+        None, "--quantized", help="A file from `genfoundry quantize`: measure that W4A4 model too, beside the "
+                                  "16-bit one, on the same held-out data."),
 ) -> None:
     """Held-out ShapeWorld: VQA, generation score per CFG, reconstruction PSNR, caption retrieval."""
     from genfoundry.vilau.evaluate import PARTS, evaluate_all, results_markdown, write_results
@@ -153,10 +169,21 @@ def eval_vilau_command(
     part_names = tuple(p.strip() for p in parts.split(",") if p.strip())
     if card is not None and set(part_names) != set(PARTS):
         raise typer.BadParameter("--card needs every measurement: leave --parts at its default", param_hint="--card")
+    if card is not None and quantized is not None:
+        raise typer.BadParameter("--card describes the 16-bit model: leave out --quantized", param_hint="--card")
     vila = _load(model, device)
+    quantized_vila = _load(model, device, quantized) if quantized is not None else None
     try:
         results = evaluate_all(vila, quick=quick, cfgs=scales, generation_prompts=gen_prompts, parts=part_names,
                                candidates=candidates, rank_by=rank_by)
+        if quantized_vila is not None:
+            from genfoundry.svdquant import read_quantization_config
+
+            meta = read_quantization_config(quantized)
+            results["quantized"] = {
+                "file": str(quantized), **{k: meta.get(k) for k in ("method", "weight", "act", "group_size", "rank")},
+                **evaluate_all(quantized_vila, quick=quick, cfgs=scales, generation_prompts=gen_prompts,
+                               parts=part_names, candidates=candidates, rank_by=rank_by)}
     except ValueError as err:
         raise typer.BadParameter(str(err)) from None
     results["model"] = model

@@ -180,7 +180,32 @@ def results_markdown(results: dict, title: str = "VILA-U on held-out ShapeWorld"
         best = (f", best of {g['candidates']} by {g.get('rank_by', 'alignment')}" if g.get("candidates", 1) > 1
                 else "")
         lines.append(f"| generation score cfg {cfg} ({g['prompts']} prompts{best}) | {g['score']:.3f} ({per}) |")
+    if "quantized" in results:
+        lines += ["", quantized_markdown(results)]
     return "\n".join(lines) + "\n"
+
+
+def quantized_markdown(results: dict) -> str:
+    """The 16-bit model beside its quantized copy (`results["quantized"]`, measured on the same data)."""
+    q = results["quantized"]
+    label = f"{q.get('method')} W4A4 {q.get('weight')}, rank {q.get('rank')}"
+    lines = [f"Quantized ({label}; file {q['file']}) beside 16-bit, same held-out data:", "",
+             f"| metric | 16-bit | {label} | difference |", "| --- | ---: | ---: | ---: |"]
+
+    def row(name: str, a: float, b: float) -> None:
+        lines.append(f"| {name} | {a:.3f} | {b:.3f} | {b - a:+.3f} |")
+
+    if "vqa" in results and "vqa" in q:
+        row(f"VQA accuracy ({results['vqa']['questions']} questions)", results["vqa"]["accuracy"], q["vqa"]["accuracy"])
+        for kind, value in results["vqa"]["per_type"].items():
+            row(f"VQA {kind}", value, q["vqa"]["per_type"].get(kind, float("nan")))
+    for cfg, g in results.get("generation", {}).items():
+        if cfg in q.get("generation", {}):
+            row(f"generation score cfg {cfg} ({g['prompts']} prompts)", g["score"], q["generation"][cfg]["score"])
+    if "reconstruction" in results and "reconstruction" in q:
+        row("reconstruction PSNR (dB; the tower stays 16-bit)", results["reconstruction"]["psnr_db"],
+            q["reconstruction"]["psnr_db"])
+    return "\n".join(lines)
 
 
 def write_results(results: dict, json_path: str | Path, md_path: str | Path | None = None, title: str | None = None) -> None:

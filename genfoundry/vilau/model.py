@@ -237,6 +237,13 @@ class GridPosition(nn.Module):
 
 
 class VilaU(nn.Module):
+    # What SVDQuant leaves alone (glob patterns of module names, read by genfoundry.svdquant.quantize): it
+    # quantizes the LLM's and the depth transformer's linears; the vision tower, the projector and the
+    # output heads stay in 16 bits, and so does the depth transformer's input from the code embeddings
+    # (an embedder, like SANA's).
+    quantization_skip = ("tower.*", "mm_projector.*", "llm.lm_head", "depth_transformer.code_in")
+    quantization_weight_only = ()
+
     def __init__(self, config: VilaUConfig, tokenizer=None) -> None:
         super().__init__()
         from transformers import LlamaConfig, LlamaForCausalLM
