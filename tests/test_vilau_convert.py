@@ -724,3 +724,9 @@ def test_ask_and_imagine_take_a_release_folder(tmp_path: Path, release: Path) ->
     (broken / "config.json").write_text(json.dumps({"model_type": "vila_u_llama"}))
     failed = CliRunner().invoke(app, ["ask", str(picture), "what?", "--model", str(broken)])
     assert failed.exit_code == 2 and "llm/config.json" in failed.output
+
+
+def test_model_registry_recognises_a_release_for_quantization(release: Path) -> None:
+    from genfoundry.models import family_of
+
+    assert family_of(release).name == "vila-u"

@@ -21,13 +21,17 @@ CALIBRATION_CFG = 3.0  # the generation default of `genfoundry imagine`
 
 
 def _recognizes(folder: Path) -> bool:
+    """Our layout (model_type genfoundry-vila-u) or the authors' released one (vila_u_llama)."""
+    from genfoundry.vilau.convert import is_official_config
+
     config = folder / "config.json"
     if not config.is_file():
         return False
     try:
-        return json.loads(config.read_text()).get("model_type") == MODEL_TYPE
-    except json.JSONDecodeError:
+        raw = json.loads(config.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
         return False
+    return isinstance(raw, dict) and (raw.get("model_type") == MODEL_TYPE or is_official_config(raw))
 
 
 def _load(name_or_path: str | os.PathLike, device: torch.device, dtype: torch.dtype | None) -> VilaU:
@@ -60,6 +64,6 @@ def _calibrator(model: VilaU, calibration: Calibration) -> Callable[[nn.Module],
 
 FAMILY = ModelFamily(
     name="vila-u",
-    description="a VILA-U folder (config.json with model_type genfoundry-vila-u)",
+    description="a VILA-U folder (ours, model_type genfoundry-vila-u, or the authors' release, vila_u_llama)",
     recognizes=_recognizes, load=_load, target=_target, calibrator=_calibrator,
 )
